@@ -1,0 +1,134 @@
+"""The `falco-ingest` command: parse flags, load settings, set up logging, run."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from pathlib import Path
+
+from ingest import __version__
+from ingest.errors import ConfigError, StackError
+
+
+def _stack(args: argparse.Namespace) -> int:
+    from ingest.stack import manager
+
+    if args.action == "up":
+        manager.up()
+        args.action = "status"
+    if args.action == "status":
+        rows = manager.status()
+        for name, ok, detail in rows:
+            print(f"{name:<11} {'healthy' if ok else 'DOWN':<8} {detail}")
+        return 0 if all(ok for _, ok, _ in rows) else 1
+    manager.down()
+    return 0
+
+
+def _consume(args: argparse.Namespace) -> int:
+    from ingest import logs
+    from ingest.config import ConsumerSettings, load
+    from ingest.consumer.runner import run_consumer
+
+    overrides: dict[str, object] = {}
+    settings = load(ConsumerSettings, args.config)
+    kafka = settings.kafka.model_copy(
+        update={k: v for k, v in (("topic", args.topic), ("group_id", args.group)) if v}
+    )
+    overrides["kafka"] = kafka
+    settings = settings.model_copy(update=overrides)
+    logs.setup(settings.log_level)
+    stats = asyncio.run(run_consumer(settings, stop_when_idle=args.stop_when_idle))
+    print(stats.summary())
+    return 0
+
+
+def _setup(args: argparse.Namespace) -> int:
+    from ingest import logs
+    from ingest.config import OpsSettings, load
+    from ingest.ops.setup import run_setup
+
+    settings = load(OpsSettings, args.config)
+    logs.setup(settings.log_level)
+    return asyncio.run(run_setup(settings, plan_only=args.plan))
+
+
+def _dlq(args: argparse.Namespace) -> int:
+    from ingest import logs
+    from ingest.config import ConsumerSettings, load
+    from ingest.sink.replay import replay_dlq
+
+    settings = load(ConsumerSettings, args.config)
+    logs.setup(settings.log_level)
+    moved = asyncio.run(replay_dlq(settings, idle_s=args.idle, reason=args.reason))
+    print(f"replayed {moved} dead-lettered alerts into {settings.kafka.topic}")
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from ingest.demo import run_demo
+
+    return run_demo(Path(args.alerts) if args.alerts else None)
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="falco-ingest",
+        description="Ship Falco alerts to Kafka and index them into OpenSearch, losing none.",
+    )
+    p.add_argument("--version", action="version", version=f"falco-ingest {__version__}")
+    p.add_argument(
+        "--config", type=Path, help="TOML settings file (env INGEST_* variables win over it)"
+    )
+    sub = p.add_subparsers(dest="command", required=True)
+
+    st = sub.add_parser("stack", help="fetch, start, check or stop the local Kafka/OpenSearch/S3")
+    st.add_argument("action", choices=["up", "down", "status"])
+    st.set_defaults(func=_stack)
+
+    co = sub.add_parser("consume", help="Kafka -> normalised documents -> OpenSearch")
+    co.add_argument("--topic", help="source topic (default: INGEST_KAFKA__TOPIC)")
+    co.add_argument("--group", help="consumer group (default: INGEST_KAFKA__GROUP_ID)")
+    co.add_argument(
+        "--stop-when-idle",
+        type=float,
+        metavar="SECONDS",
+        help="exit 0 after this many seconds with nothing left to read",
+    )
+    co.set_defaults(func=_consume)
+
+    se = sub.add_parser("setup", help="apply index templates, mappings and repository")
+    se.add_argument(
+        "--plan", action="store_true", help="show what would change; exit 2 if the cluster drifted"
+    )
+    se.set_defaults(func=_setup)
+
+    dl = sub.add_parser("dlq", help="dead-letter topic tools")
+    dlsub = dl.add_subparsers(dest="dlq_command", required=True)
+    rp = dlsub.add_parser("replay", help="re-feed dead-lettered alerts into the main topic")
+    rp.add_argument("--reason", help="only records dead-lettered for this reason")
+    rp.add_argument("--idle", type=float, default=5.0, help="stop after this many idle seconds")
+    rp.set_defaults(func=_dlq)
+
+    de = sub.add_parser(
+        "demo", help="stack up, setup, sample alerts through the pipeline, summary of what landed"
+    )
+    de.add_argument("--alerts", help="JSON-lines file of Falco alerts (default: the samples)")
+    de.set_defaults(func=_demo)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except (ConfigError, StackError) as exc:
+        print(f"falco-ingest: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,201 @@
+"""Settings, one pydantic-settings model per deployable.
+
+Values come from (highest first) keyword arguments, ``INGEST_``-prefixed environment
+variables with ``__`` for nesting (``INGEST_KAFKA__BOOTSTRAP_SERVERS``), then a TOML
+config file named by ``INGEST_CONFIG_FILE`` or ``--config``. Unknown keys are errors,
+so a typo fails at start instead of being ignored.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from ingest.errors import ConfigError
+
+T = TypeVar("T", bound=BaseSettings)
+
+_INDEX_PREFIX = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,60}$")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class KafkaSettings(_Strict):
+    bootstrap_servers: str = "127.0.0.1:39092"
+    topic: str = "falco.events"
+    dlq_topic: str = "falco.events.dlq"
+    group_id: str = "falco-ingest"
+    client_id: str = "falco-ingest"
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
+    sasl_username: str | None = None
+    sasl_password: SecretStr | None = None
+    ssl_cafile: Path | None = None
+    ssl_certfile: Path | None = None
+    ssl_keyfile: Path | None = None
+    compression: Literal["none", "gzip", "lz4", "zstd", "snappy"] = "gzip"
+    create_topics: bool = True
+    topic_partitions: int = Field(default=6, ge=1, le=1000)
+    replication_factor: int = Field(default=1, ge=1, le=7)
+
+    @model_validator(mode="after")
+    def _sasl_complete(self) -> KafkaSettings:
+        if self.security_protocol.startswith("SASL"):
+            if not (self.sasl_mechanism and self.sasl_username and self.sasl_password):
+                raise ValueError(
+                    "kafka.security_protocol SASL_* needs kafka.sasl_mechanism, "
+                    "kafka.sasl_username and kafka.sasl_password"
+                )
+        return self
+
+    def client_kwargs(self) -> dict[str, Any]:
+        """Connection keyword arguments shared by aiokafka producers, consumers and admins."""
+        kw: dict[str, Any] = {
+            "bootstrap_servers": self.bootstrap_servers,
+            "client_id": self.client_id,
+            "security_protocol": self.security_protocol,
+        }
+        if self.security_protocol in ("SSL", "SASL_SSL"):
+            from aiokafka.helpers import create_ssl_context
+
+            kw["ssl_context"] = create_ssl_context(
+                cafile=str(self.ssl_cafile) if self.ssl_cafile else None,
+                certfile=str(self.ssl_certfile) if self.ssl_certfile else None,
+                keyfile=str(self.ssl_keyfile) if self.ssl_keyfile else None,
+            )
+        if self.security_protocol.startswith("SASL"):
+            kw["sasl_mechanism"] = self.sasl_mechanism
+            kw["sasl_plain_username"] = self.sasl_username
+            kw["sasl_plain_password"] = (
+                self.sasl_password.get_secret_value() if self.sasl_password else None
+            )
+        return kw
+
+
+class OpenSearchSettings(_Strict):
+    url: str = Field(default="http://127.0.0.1:39200", pattern=r"^https?://[^/\s]+/?$")
+    username: str | None = None
+    password: SecretStr | None = None
+    ca_certs: Path | None = None
+    verify_certs: bool = True
+    index_prefix: str = "falco"
+    request_timeout_s: float = Field(default=60.0, gt=0)
+
+    @model_validator(mode="after")
+    def _check(self) -> OpenSearchSettings:
+        if not _INDEX_PREFIX.match(self.index_prefix):
+            raise ValueError(
+                "opensearch.index_prefix must be lowercase letters, digits, '-', '_' or '.'"
+            )
+        if (self.username is None) != (self.password is None):
+            raise ValueError("opensearch.username and opensearch.password go together")
+        return self
+
+
+class S3Settings(_Strict):
+    endpoint_url: str | None = None
+    bucket: str = "falco-archive"
+    region: str = "us-east-1"
+    access_key_id: str = "testing"
+    secret_access_key: SecretStr = SecretStr("testing")
+
+
+class ConsumerTuning(_Strict):
+    batch_max_docs: int = Field(default=2000, ge=1, le=100_000)
+    batch_max_bytes: int = Field(default=5 * 1024 * 1024, ge=1024)
+    linger_ms: int = Field(default=200, ge=0, le=60_000)
+    max_inflight_bulks: int = Field(default=3, ge=1, le=64)
+    fetch_max_records: int = Field(default=5000, ge=1)
+    drain_timeout_s: float = Field(default=20.0, gt=0)
+    session_timeout_ms: int = Field(default=45_000, ge=6_000)
+    retry_initial_s: float = Field(default=0.2, gt=0)
+    retry_max_s: float = Field(default=30.0, gt=0)
+    max_event_age_days: int = Field(default=365, ge=1)
+    max_future_s: int = Field(default=86_400, ge=0)
+
+    @model_validator(mode="after")
+    def _drain_fits_session(self) -> ConsumerTuning:
+        if self.drain_timeout_s * 1000 >= self.session_timeout_ms:
+            raise ValueError(
+                "consumer.drain_timeout_s must be shorter than consumer.session_timeout_ms"
+            )
+        return self
+
+
+class _Base(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="INGEST_",
+        env_nested_delimiter="__",
+        extra="forbid",
+        frozen=True,
+    )
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        path = os.environ.get("INGEST_CONFIG_FILE")
+        if path:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=Path(path)))
+        return tuple(sources)
+
+
+class ConsumerSettings(_Base):
+    """The consumer fleet: Kafka topic -> OpenSearch."""
+
+    config_file: Path | None = None
+    kafka: KafkaSettings = KafkaSettings()
+    opensearch: OpenSearchSettings = OpenSearchSettings()
+    consumer: ConsumerTuning = ConsumerTuning()
+    metrics_port: int = Field(default=9108, ge=0, le=65535)
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+
+class OpsSettings(_Base):
+    """The platform team's tools: setup, archive, audit."""
+
+    config_file: Path | None = None
+    kafka: KafkaSettings = KafkaSettings()
+    opensearch: OpenSearchSettings = OpenSearchSettings()
+    s3: S3Settings = S3Settings()
+    archive_repository: str = "falco-archive"
+    archive_location: str | None = None
+    index_shards: int = Field(default=1, ge=1, le=64)
+    index_replicas: int = Field(default=0, ge=0, le=8)
+    index_refresh_interval: str = Field(default="5s", pattern=r"^(-1|\d+(ms|s|m))$")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+
+def load(cls: type[T], config_file: Path | None = None, **overrides: Any) -> T:
+    """Build settings, turning a validation error into a ConfigError naming the setting."""
+    if config_file is not None:
+        if not config_file.is_file():
+            raise ConfigError(f"config file {config_file} does not exist")
+        os.environ["INGEST_CONFIG_FILE"] = str(config_file)
+    try:
+        return cls(**overrides)
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            name = ".".join(str(p) for p in err["loc"]) or "(settings)"
+            env = "INGEST_" + "__".join(str(p).upper() for p in err["loc"])
+            problems.append(f"{name} ({env}): {err['msg']}")
+        raise ConfigError("bad setting: " + "; ".join(problems)) from None

@@ -1,0 +1,77 @@
+"""A batch: normalised documents, dead letters and the offsets they cover."""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+
+from aiokafka import ConsumerRecord, TopicPartition
+
+from ingest import contract
+from ingest.normalize.document import Document, Lineage, Limits, Rejection, normalize
+from ingest.sink.dlq import DeadLetter
+
+
+def lineage_of(record: ConsumerRecord) -> Lineage:
+    agent: dict[str, str] = {}
+    for key, value in record.headers or ():
+        if key.startswith("falco-ingest."):
+            agent[key] = value.decode(errors="replace")
+    return Lineage(
+        record.topic,
+        record.partition,
+        record.offset,
+        agent.get(contract.HOST),
+        agent.get(contract.VERSION),
+        agent.get(contract.INPUT),
+        agent.get(contract.RECEIVED),
+    )
+
+
+@dataclass
+class Batch:
+    docs: list[Document] = field(default_factory=list)
+    sources: list[ConsumerRecord] = field(default_factory=list)
+    letters: list[DeadLetter] = field(default_factory=list)
+    ends: dict[TopicPartition, int] = field(default_factory=dict)
+    size: int = 0
+    nbytes: int = 0
+    started: float = field(default_factory=time.monotonic)
+    rejections: Counter[str] = field(default_factory=Counter)
+
+    def add(self, record: ConsumerRecord, now_ns: int, limits: Limits) -> None:
+        if self.size == 0:
+            self.started = time.monotonic()
+        self.size += 1
+        self.ends[TopicPartition(record.topic, record.partition)] = record.offset + 1
+        value = record.value if record.value is not None else b""
+        result = normalize(value, lineage_of(record), now_ns, limits)
+        if isinstance(result, Rejection):
+            self.rejections[result.reason] += 1
+            self.letters.append(dead_letter(record, result.reason, "normalize", result.detail))
+            return
+        self.docs.append(result)
+        self.sources.append(record)
+        self.nbytes += len(result.body) + 100
+
+    def full(self, max_docs: int, max_bytes: int) -> bool:
+        return self.size >= max_docs or self.nbytes >= max_bytes
+
+    def due(self, max_docs: int, max_bytes: int, linger_s: float) -> bool:
+        if self.size == 0:
+            return False
+        return self.full(max_docs, max_bytes) or time.monotonic() - self.started >= linger_s
+
+
+def dead_letter(record: ConsumerRecord, reason: str, stage: str, detail: str) -> DeadLetter:
+    return DeadLetter(
+        value=record.value if record.value is not None else b"",
+        key=record.key,
+        reason=reason,
+        stage=stage,
+        detail=detail,
+        topic=record.topic,
+        partition=record.partition,
+        offset=record.offset,
+    )

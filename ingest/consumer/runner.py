@@ -1,0 +1,257 @@
+"""The consumer: Kafka -> batches -> OpenSearch (and the DLQ) -> offset commits.
+
+One task fetches and batches; up to ``max_inflight_bulks`` tasks write batches; offsets
+are committed only up to the highest contiguous batch that is fully stored or
+dead-lettered. When every write slot is busy (OpenSearch slow or down) the fetch task
+pauses its partitions but keeps polling, so the group membership stays alive and
+nothing is read that cannot be held.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+
+from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
+
+from ingest import metrics
+from ingest.config import ConsumerSettings
+from ingest.consumer.batch import Batch, dead_letter
+from ingest.consumer.offsets import Mark, OffsetTracker
+from ingest.consumer.topics import ensure_topics
+from ingest.normalize.document import Limits
+from ingest.normalize.timestamps import NS
+from ingest.sink.bulk import OpenSearchSink
+from ingest.sink.client import make_client
+from ingest.sink.dlq import DeadLetterQueue, make_producer
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class RunStats:
+    consumed: int = 0
+    indexed: int = 0
+    duplicates: int = 0
+    dead_lettered: Counter[str] = field(default_factory=Counter)
+    by_priority: Counter[int] = field(default_factory=Counter)
+    by_rule: Counter[str] = field(default_factory=Counter)
+
+    def summary(self) -> str:
+        dlq = ", ".join(f"{k}={v}" for k, v in sorted(self.dead_lettered.items())) or "none"
+        return (
+            f"consumed {self.consumed}, indexed {self.indexed}, "
+            f"already stored {self.duplicates}, dead-lettered {sum(self.dead_lettered.values())}"
+            f" ({dlq})"
+        )
+
+
+class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
+    def __init__(self, owner: FalcoConsumer) -> None:
+        self.owner = owner
+
+    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        await self.owner.drain(revoked)
+
+    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        log.info("partitions assigned", extra={"partitions": sorted(str(tp) for tp in assigned)})
+        self.owner.first_assignment = self.owner.first_assignment or time.monotonic()
+
+
+class FalcoConsumer:
+    def __init__(
+        self,
+        settings: ConsumerSettings,
+        consumer: AIOKafkaConsumer,
+        sink: OpenSearchSink,
+        dlq: DeadLetterQueue,
+    ) -> None:
+        self.s = settings.consumer
+        self.kafka = consumer
+        self.sink = sink
+        self.dlq = dlq
+        self.limits = Limits(
+            max_age_ns=self.s.max_event_age_days * 86_400 * NS,
+            max_future_ns=self.s.max_future_s * NS,
+        )
+        self.tracker = OffsetTracker()
+        self.stats = RunStats()
+        self.stopping = asyncio.Event()
+        self.batch = Batch()
+        self.tasks: set[asyncio.Task[None]] = set()
+        self.first_assignment: float | None = None
+        self._commit_lock = asyncio.Lock()
+        self._paused = False
+        self._failure: BaseException | None = None
+
+    def ready(self) -> bool:
+        return bool(self.kafka.assignment()) and self.sink.healthy
+
+    # -- fetch side ---------------------------------------------------------------------
+    async def fetch_loop(self, stop_when_idle: float | None) -> None:
+        s = self.s
+        linger = s.linger_ms / 1000
+        last_activity = time.monotonic()
+        started = time.monotonic()
+        while not self.stopping.is_set():
+            if self._failure is not None:
+                raise self._failure
+            if self.batch.due(s.batch_max_docs, s.batch_max_bytes, linger) and (
+                len(self.tasks) < s.max_inflight_bulks
+            ):
+                self.dispatch()
+            self._set_paused(self.batch.full(s.batch_max_docs, s.batch_max_bytes))
+            room = max(1, min(s.fetch_max_records, s.batch_max_docs - self.batch.size))
+            wait_ms = max(10, min(s.linger_ms, 500)) if self.batch.size else 500
+            records = await self.kafka.getmany(timeout_ms=wait_ms, max_records=room)
+            now_ns = time.time_ns()
+            for tp, msgs in records.items():
+                for record in msgs:
+                    self.batch.add(record, now_ns, self.limits)
+                self.stats.consumed += len(msgs)
+                metrics.CONSUMED.inc(len(msgs))
+                hw = self.kafka.highwater(tp)
+                if hw is not None:
+                    metrics.LAG.labels(str(tp.partition)).set(max(0, hw - msgs[-1].offset - 1))
+            if records or self.tasks or self.batch.size:
+                last_activity = time.monotonic()
+            if stop_when_idle is not None:
+                begun = self.first_assignment or started
+                if time.monotonic() - max(last_activity, begun) >= stop_when_idle:
+                    log.info("idle, stopping", extra={"idle_s": stop_when_idle})
+                    return
+
+    def _set_paused(self, pause: bool) -> None:
+        assigned = self.kafka.assignment()
+        if pause and assigned:
+            self.kafka.pause(*assigned)
+        elif not pause and self._paused:
+            self.kafka.resume(*assigned)
+        self._paused = pause
+
+    def dispatch(self) -> None:
+        batch, self.batch = self.batch, Batch()
+        if batch.size == 0:
+            return
+        marks = [self.tracker.add(tp, end) for tp, end in batch.ends.items()]
+        task = asyncio.create_task(self._write(batch, marks))
+        self.tasks.add(task)
+        metrics.INFLIGHT.set(len(self.tasks))
+        task.add_done_callback(self._finished)
+
+    def _finished(self, task: asyncio.Task[None]) -> None:
+        self.tasks.discard(task)
+        metrics.INFLIGHT.set(len(self.tasks))
+        if not task.cancelled() and task.exception() is not None:
+            # Nothing of that batch is committed; stop rather than skip past it.
+            self._failure = task.exception()
+            self.stopping.set()
+
+    # -- write side ---------------------------------------------------------------------
+    async def _write(self, batch: Batch, marks: list[Mark]) -> None:
+        outcome = await self.sink.write(batch.docs) if batch.docs else None
+        letters = list(batch.letters)
+        if outcome is not None and outcome.rejected:
+            source = {id(d): r for d, r in zip(batch.docs, batch.sources, strict=True)}
+            letters += [
+                dead_letter(source[id(doc)], reason, "index", detail)
+                for doc, reason, detail in outcome.rejected
+            ]
+        await self.dlq.send(letters)
+        st = self.stats
+        if outcome is not None:
+            st.indexed += outcome.stored
+            st.duplicates += outcome.duplicates
+            metrics.INDEXED.inc(outcome.stored)
+            metrics.DUPLICATES.inc(outcome.duplicates)
+            refused = {id(d) for d, _, _ in outcome.rejected}
+            for doc in batch.docs:
+                if id(doc) not in refused:
+                    st.by_priority[doc.priority] += 1
+                    st.by_rule[doc.rule] += 1
+        for letter in letters:
+            st.dead_lettered[letter.reason] += 1
+        for mark in marks:
+            mark.done = True
+        await self.commit()
+
+    async def commit(self) -> None:
+        async with self._commit_lock:
+            assigned = self.kafka.assignment()
+            offsets = {tp: o for tp, o in self.tracker.committable().items() if tp in assigned}
+            if not offsets:
+                return
+            try:
+                await self.kafka.commit(offsets)
+            except (CommitFailedError, IllegalStateError, KafkaError) as exc:
+                # The records stay uncommitted: they are read again and stored as 409s.
+                log.warning("commit failed, will be redelivered", extra={"error": str(exc)})
+                return
+            self.tracker.committed(offsets)
+            metrics.COMMITS.inc()
+
+    async def drain(self, revoked: set[TopicPartition] | None = None) -> None:
+        """Write what is batched, wait (bounded) for in-flight writes, commit."""
+        self.dispatch()
+        if self.tasks:
+            done, pending = await asyncio.wait(set(self.tasks), timeout=self.s.drain_timeout_s)
+            if pending:
+                log.warning(
+                    "drain deadline passed; uncommitted records will be read again",
+                    extra={"pending_batches": len(pending)},
+                )
+        await self.commit()
+        if revoked:
+            self.tracker.forget(revoked)
+
+
+async def run_consumer(settings: ConsumerSettings, stop_when_idle: float | None = None) -> RunStats:
+    k = settings.kafka
+    if k.create_topics:
+        await ensure_topics(k, k.topic, k.dlq_topic)
+    consumer = AIOKafkaConsumer(
+        **k.client_kwargs(),
+        group_id=k.group_id,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        session_timeout_ms=settings.consumer.session_timeout_ms,
+        heartbeat_interval_ms=min(3000, settings.consumer.session_timeout_ms // 3),
+        max_partition_fetch_bytes=1024 * 1024,
+    )
+    producer = make_producer(k)
+    async with make_client(settings.opensearch) as client:
+        sink = OpenSearchSink(
+            client,
+            settings.opensearch.index_prefix,
+            settings.consumer.retry_initial_s,
+            settings.consumer.retry_max_s,
+        )
+        dlq = DeadLetterQueue(producer, k.dlq_topic, settings.consumer.retry_max_s)
+        app = FalcoConsumer(settings, consumer, sink, dlq)
+        consumer.subscribe([k.topic], listener=_Rebalance(app))
+        await producer.start()
+        await consumer.start()
+        runner = await metrics.serve(settings.metrics_port, app.ready)
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, app.stopping.set)
+        try:
+            await app.fetch_loop(stop_when_idle)
+            await app.drain()
+        finally:
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.remove_signal_handler(sig)
+            for task in list(app.tasks):
+                task.cancel()
+            await asyncio.gather(*app.tasks, return_exceptions=True)
+            await consumer.stop()
+            await producer.stop()
+            if runner is not None:
+                await runner.cleanup()
+    log.info("consumer stopped", extra={"summary": app.stats.summary()})
+    return app.stats

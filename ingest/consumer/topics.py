@@ -1,0 +1,26 @@
+"""Create the alert and dead-letter topics when they are missing."""
+
+from __future__ import annotations
+
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import TopicAlreadyExistsError
+
+from ingest.config import KafkaSettings
+
+
+async def ensure_topics(kafka: KafkaSettings, *topics: str) -> None:
+    admin = AIOKafkaAdminClient(**kafka.client_kwargs())
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        missing = [t for t in topics if t not in existing]
+        if not missing:
+            return
+        try:
+            await admin.create_topics(
+                [NewTopic(t, kafka.topic_partitions, kafka.replication_factor) for t in missing]
+            )
+        except TopicAlreadyExistsError:
+            pass  # another consumer of the fleet made it first
+    finally:
+        await admin.close()

@@ -1,0 +1,34 @@
+"""Error types. ``retriable`` tells callers whether trying again can help."""
+
+from __future__ import annotations
+
+
+class IngestError(Exception):
+    """Root of the project's errors."""
+
+    retriable = False
+
+
+class ConfigError(IngestError):
+    """A setting is missing or wrong; the message names it."""
+
+
+class StackError(IngestError):
+    """A local service could not be fetched or started; says which, why, and where its log is."""
+
+    def __init__(self, component: str, reason: str, log: str | None = None) -> None:
+        where = f" (log: {log})" if log else ""
+        super().__init__(f"{component}: {reason}{where}")
+        self.component = component
+
+
+class SinkUnavailable(IngestError):
+    """OpenSearch did not answer or answered 5xx/429 for a whole request."""
+
+    retriable = True
+
+
+class DeadLetterError(IngestError):
+    """The dead-letter topic did not accept a record: its offset must not be committed."""
+
+    retriable = True

@@ -1,0 +1,61 @@
+"""Prometheus metrics (``ingest_<component>_<name>_<unit>``) and the /metrics, /healthz,
+/readyz endpoints."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, Histogram, generate_latest
+
+CONSUMED = Counter("ingest_consumer_records_consumed_total", "Kafka records read")
+INDEXED = Counter("ingest_consumer_documents_indexed_total", "Documents newly stored")
+DUPLICATES = Counter(
+    "ingest_consumer_documents_duplicate_total", "Documents OpenSearch already had (409)"
+)
+DEAD_LETTERED = Counter(
+    "ingest_consumer_dead_lettered_total", "Records sent to the dead-letter topic", ["reason"]
+)
+COMMITS = Counter("ingest_consumer_commits_total", "Offset commits")
+LAG = Gauge("ingest_consumer_lag_records", "Records behind the high watermark", ["partition"])
+INFLIGHT = Gauge("ingest_consumer_inflight_bulks", "Bulk requests in flight")
+SINK_RETRIES = Counter("ingest_sink_retries_total", "Bulk attempts that were retried")
+BULK_LATENCY = Histogram(
+    "ingest_sink_bulk_latency_seconds",
+    "Latency of one _bulk request",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+)
+
+AGENT_ACCEPTED = Counter("ingest_agent_alerts_accepted_total", "Alerts read from inputs", ["input"])
+AGENT_SENT = Counter("ingest_agent_alerts_sent_total", "Alerts acknowledged by Kafka")
+AGENT_SPOOLED = Counter("ingest_agent_alerts_spooled_total", "Alerts written to the disk spool")
+AGENT_SPOOL_BYTES = Gauge("ingest_agent_spool_bytes", "Bytes waiting in the disk spool")
+AGENT_SPOOL_FULL = Counter("ingest_agent_spool_full_total", "Times the spool refused an alert")
+AGENT_REJECTED = Counter(
+    "ingest_agent_alerts_rejected_total", "Alerts kept in the local reject file", ["reason"]
+)
+
+
+async def serve(port: int, ready: Callable[[], bool]) -> web.AppRunner | None:
+    """Serve /metrics, /healthz and /readyz on ``port`` (0 turns the server off)."""
+    if port == 0:
+        return None
+
+    async def metrics(_: web.Request) -> web.Response:
+        return web.Response(body=generate_latest(), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    async def healthz(_: web.Request) -> web.Response:
+        return web.Response(text="ok\n")
+
+    async def readyz(_: web.Request) -> web.Response:
+        ok = ready()
+        return web.Response(text="ready\n" if ok else "not ready\n", status=200 if ok else 503)
+
+    app = web.Application()
+    app.add_routes(
+        [web.get("/metrics", metrics), web.get("/healthz", healthz), web.get("/readyz", readyz)]
+    )
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, "0.0.0.0", port).start()
+    return runner

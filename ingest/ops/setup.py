@@ -1,0 +1,101 @@
+"""`falco-ingest setup [--plan]`: make the cluster match the JSON in git, showing the plan first."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any
+
+from opensearchpy import AsyncOpenSearch, NotFoundError
+
+from ingest.config import OpsSettings
+from ingest.ops.resources import Resource, canonical, load_resources
+from ingest.sink.client import make_client
+
+DRIFT_EXIT = 2
+
+
+@dataclass(frozen=True)
+class Change:
+    resource: str
+    action: str  # create | update | none
+    detail: str
+
+
+async def _current(client: AsyncOpenSearch, res: Resource) -> dict[str, Any] | None:
+    try:
+        got = await client.transport.perform_request("GET", res.path)
+    except NotFoundError:
+        return None
+    if res.kind == "component_template":
+        body: dict[str, Any] = got["component_templates"][0]["component_template"]
+        return body
+    if res.kind == "index_template":
+        body = got["index_templates"][0]["index_template"]
+        return body
+    return dict(got)
+
+
+def _diff(desired: dict[str, Any], current: dict[str, Any] | None) -> str | None:
+    if current is None:
+        return "missing"
+    want, have = canonical(desired), canonical(current)
+    changed = sorted(k for k in set(want) | set(have) if want.get(k) != have.get(k))
+    if not changed:
+        return None
+    return (
+        f"version {current.get('version')} -> {desired.get('version')}; differs in "
+        + ", ".join(changed)
+    )
+
+
+def _repository(settings: OpsSettings) -> dict[str, Any]:
+    base = os.environ.get("INGEST_STACK_SNAPSHOT_DIR", "/var/lib/opensearch/snapshots")
+    location = settings.archive_location or f"{base}/{settings.archive_repository}"
+    return {"type": "fs", "settings": {"location": location, "compress": True}}
+
+
+async def plan(client: AsyncOpenSearch, settings: OpsSettings) -> list[tuple[Change, Resource]]:
+    resources = load_resources(
+        settings.opensearch.index_prefix,
+        shards=settings.index_shards,
+        replicas=settings.index_replicas,
+        refresh_interval=settings.index_refresh_interval,
+    )
+    resources.append(
+        Resource(
+            "snapshot_repository",
+            settings.archive_repository,
+            f"/_snapshot/{settings.archive_repository}",
+            _repository(settings),
+        )
+    )
+    out = []
+    for res in resources:
+        current = await _current(client, res)
+        if res.kind == "snapshot_repository" and current is not None:
+            current = current.get(res.name)
+        difference = _diff(res.body, current)
+        action = "none" if difference is None else ("create" if current is None else "update")
+        out.append((Change(f"{res.kind} {res.name}", action, difference or "in sync"), res))
+    return out
+
+
+async def apply(client: AsyncOpenSearch, changes: list[tuple[Change, Resource]]) -> None:
+    for change, res in changes:
+        if change.action != "none":
+            await client.transport.perform_request("PUT", res.path, body=res.body)
+
+
+async def run_setup(settings: OpsSettings, plan_only: bool = False) -> int:
+    async with make_client(settings.opensearch) as client:
+        changes = await plan(client, settings)
+        for change, _ in changes:
+            print(f"{change.action:<7} {change.resource}: {change.detail}")
+        drifted = any(c.action != "none" for c, _ in changes)
+        if plan_only:
+            print("drift: cluster differs from git" if drifted else "no drift")
+            return DRIFT_EXIT if drifted else 0
+        await apply(client, changes)
+        print("applied" if drifted else "nothing to do")
+        return 0

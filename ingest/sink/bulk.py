@@ -1,0 +1,139 @@
+"""OpenSearch bulk writer: `create` with content ids, item-level retries, typed outcomes."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+from opensearchpy import AsyncOpenSearch
+from opensearchpy.exceptions import ConnectionError as OSConnectionError
+from opensearchpy.exceptions import TransportError
+from tenacity import (
+    AsyncRetrying,
+    before_sleep_log,
+    retry_if_exception,
+    wait_exponential_jitter,
+)
+
+from ingest.errors import SinkUnavailable
+from ingest.normalize.document import Document
+from ingest import metrics
+
+log = logging.getLogger(__name__)
+_FILTER = "errors,items.*.status,items.*.error.type,items.*.error.reason"
+
+
+@dataclass
+class BulkOutcome:
+    stored: int = 0
+    duplicates: int = 0
+    rejected: list[tuple[Document, str, str]] = field(default_factory=list)
+    retries: int = 0
+
+
+def action_line(index: str, doc_id: str) -> bytes:
+    return b'{"create":{"_index":"%s","_id":"%s"}}\n' % (index.encode(), doc_id.encode())
+
+
+class OpenSearchSink:
+    """Writes documents with `create`: a 409 means the alert is stored already."""
+
+    def __init__(
+        self,
+        client: AsyncOpenSearch,
+        prefix: str,
+        retry_initial_s: float = 0.2,
+        retry_max_s: float = 30.0,
+    ) -> None:
+        self.client = client
+        self.prefix = prefix
+        self._retry_initial = retry_initial_s
+        self._retry_max = retry_max_s
+        self.healthy = True
+
+    def encode(self, docs: Sequence[Document]) -> bytes:
+        parts: list[bytes] = []
+        for doc in docs:
+            parts.append(action_line(f"{self.prefix}-{doc.day}", doc.doc_id))
+            parts.append(doc.body)
+            parts.append(b"\n")
+        return b"".join(parts)
+
+    async def write(self, docs: Sequence[Document]) -> BulkOutcome:
+        """Index ``docs``; return once each is stored, a duplicate or rejected for good.
+
+        Retriable failures (no answer, 429, 5xx; whole request or single items) are retried
+        with exponential backoff and jitter, forever: the caller cancels on shutdown and then
+        commits nothing for these records.
+        """
+        outcome = BulkOutcome()
+        pending = list(docs)
+        retrying = AsyncRetrying(
+            retry=retry_if_exception(lambda e: getattr(e, "retriable", False)),
+            wait=wait_exponential_jitter(initial=self._retry_initial, max=self._retry_max),
+            before_sleep=before_sleep_log(log, logging.WARNING),
+            reraise=True,
+        )
+        async for attempt in retrying:
+            with attempt:
+                if attempt.retry_state.attempt_number > 1:
+                    outcome.retries += 1
+                    metrics.SINK_RETRIES.inc()
+                pending = await self._send(pending, outcome)
+        self.healthy = True
+        return outcome
+
+    async def _send(self, docs: list[Document], outcome: BulkOutcome) -> list[Document]:
+        start = time.perf_counter()
+        try:
+            resp = await self.client.transport.perform_request(
+                "POST", "/_bulk", body=self.encode(docs), params={"filter_path": _FILTER},
+                headers={"content-type": "application/x-ndjson"},
+            )
+        except (OSConnectionError, TransportError) as exc:
+            self.healthy = False
+            raise SinkUnavailable(f"bulk of {len(docs)} failed: {_describe(exc)}") from exc
+        finally:
+            metrics.BULK_LATENCY.observe(time.perf_counter() - start)
+        resp = _as_dict(resp)
+        if not resp.get("errors"):
+            outcome.stored += len(docs)
+            return []
+        retry: list[Document] = []
+        for doc, item in zip(docs, resp["items"], strict=True):
+            result = next(iter(item.values()))
+            status = int(result.get("status", 500))
+            if status < 300:
+                outcome.stored += 1
+            elif status == 409:
+                outcome.duplicates += 1
+            elif status == 429 or status >= 500:
+                retry.append(doc)
+            else:
+                err = result.get("error") or {}
+                outcome.rejected.append(
+                    (doc, f"opensearch_{err.get('type', status)}", str(err.get("reason"))[:500])
+                )
+        if retry:
+            self.healthy = False
+            # Keep what succeeded; raise so tenacity backs off and resends only these.
+            total = len(docs)
+            docs[:] = retry
+            raise SinkUnavailable(f"{len(retry)} of {total} items were refused for now")
+        return []
+
+
+def _as_dict(resp: Any) -> dict[str, Any]:
+    if isinstance(resp, bytes | str):
+        loaded: dict[str, Any] = orjson.loads(resp)
+        return loaded
+    return dict(resp)
+
+
+def _describe(exc: Exception) -> str:
+    status = getattr(exc, "status_code", None)
+    return f"HTTP {status}" if isinstance(status, int) else type(exc).__name__

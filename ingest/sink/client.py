@@ -1,0 +1,32 @@
+"""The async OpenSearch client, built from settings."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from opensearchpy import AsyncOpenSearch
+
+from ingest.config import OpenSearchSettings
+
+
+@asynccontextmanager
+async def make_client(settings: OpenSearchSettings) -> AsyncIterator[AsyncOpenSearch]:
+    auth = None
+    if settings.username and settings.password:
+        auth = (settings.username, settings.password.get_secret_value())
+    client = AsyncOpenSearch(
+        hosts=[settings.url],
+        http_auth=auth,
+        verify_certs=settings.verify_certs,
+        ca_certs=str(settings.ca_certs) if settings.ca_certs else None,
+        timeout=settings.request_timeout_s,
+        # Retries are ours (item-level, with backoff); the client must not resend blindly.
+        max_retries=0,
+        retry_on_timeout=False,
+        http_compress=False,
+    )
+    try:
+        yield client
+    finally:
+        await client.close()

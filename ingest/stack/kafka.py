@@ -1,0 +1,168 @@
+"""Apache Kafka, single-node KRaft, from the jars on Maven Central."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import time
+import uuid
+from pathlib import Path
+
+from ingest.errors import StackError
+from ingest.stack import fetch, process
+from ingest.stack.layout import Layout
+
+KAFKA_VERSION = "4.1.1"
+_COORDS = [
+    f"org.apache.kafka:kafka_2.13:{KAFKA_VERSION}",
+    # Kafka's pom pins slf4j 1.7; the log4j2 binding below needs the 2.x API.
+    "org.slf4j:slf4j-api:2.0.16",
+    "org.apache.logging.log4j:log4j-slf4j2-impl:2.24.3",
+    "org.apache.logging.log4j:log4j-core:2.24.3",
+]
+
+_LOG4J = """status = warn
+appender.file.type = File
+appender.file.name = file
+appender.file.fileName = {log}
+appender.file.layout.type = PatternLayout
+appender.file.layout.pattern = [%d] %p %m (%c)%n
+rootLogger.level = info
+rootLogger.appenderRef.file.ref = file
+logger.kafka.name = kafka
+logger.kafka.level = info
+logger.state.name = state.change.logger
+logger.state.level = warn
+"""
+
+
+class Kafka:
+    name = "kafka"
+
+    def __init__(self, layout: Layout) -> None:
+        self.layout = layout
+        self.dir = layout.root / "kafka"
+        self.port = layout.kafka_port
+        self.pid_file = self.dir / "kafka.pid"
+        self.log = self.dir / "server.log"
+        self.stdout = self.dir / "stdout.log"
+
+    @property
+    def bootstrap(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def env(self) -> dict[str, str]:
+        return {"INGEST_KAFKA__BOOTSTRAP_SERVERS": self.bootstrap}
+
+    def fetch(self) -> Path:
+        return fetch.jars_with_dependencies(
+            self.name,
+            _COORDS,
+            self.layout.cache / f"kafka-{KAFKA_VERSION}",
+            self.layout.cache / "fetch.log",
+        )
+
+    def _configure(self) -> tuple[Path, Path]:
+        data = self.dir / "data"
+        data.mkdir(parents=True, exist_ok=True)
+        props = self.dir / "server.properties"
+        ctl = self.port + 1
+        props.write_text(
+            "\n".join(
+                [
+                    "process.roles=broker,controller",
+                    "node.id=1",
+                    f"controller.quorum.voters=1@127.0.0.1:{ctl}",
+                    f"listeners=PLAINTEXT://127.0.0.1:{self.port},CONTROLLER://127.0.0.1:{ctl}",
+                    f"advertised.listeners=PLAINTEXT://127.0.0.1:{self.port}",
+                    "controller.listener.names=CONTROLLER",
+                    "listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
+                    f"log.dirs={data}",
+                    "num.partitions=3",
+                    "offsets.topic.replication.factor=1",
+                    "offsets.topic.num.partitions=6",
+                    "transaction.state.log.replication.factor=1",
+                    "transaction.state.log.min.isr=1",
+                    "share.coordinator.state.topic.replication.factor=1",
+                    "share.coordinator.state.topic.min.isr=1",
+                    "group.initial.rebalance.delay.ms=0",
+                    "auto.create.topics.enable=true",
+                    "message.max.bytes=1048588",
+                    "",
+                ]
+            )
+        )
+        log4j = self.dir / "log4j2.properties"
+        log4j.write_text(_LOG4J.format(log=self.log))
+        return props, log4j
+
+    def _java(self, libs: Path, log4j: Path, *args: str, heap: str = "256m") -> list[str]:
+        java = shutil.which("java") or "java"
+        return [
+            java,
+            f"-Xmx{heap}",
+            f"-Xms{heap}",
+            "-XX:+UseG1GC",
+            f"-Dlog4j2.configurationFile={log4j}",
+            "-cp",
+            f"{libs}/*",
+            *args,
+        ]
+
+    def start(self) -> None:
+        if process.read_pid(self.pid_file):
+            return
+        if process.port_open("127.0.0.1", self.port):
+            raise StackError(self.name, f"port {self.port} is taken by another process")
+        libs = self.fetch()
+        props, log4j = self._configure()
+        if not (self.dir / "data" / "meta.properties").exists():
+            cluster_id = _kraft_id()
+            fmt = self._java(
+                libs, log4j, "kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(props)
+            )
+            res = subprocess.run(fmt, capture_output=True, text=True, check=False)
+            if res.returncode != 0:
+                raise StackError(self.name, "storage format failed: " + res.stderr[-500:])
+        heap = os.environ.get("INGEST_STACK_KAFKA_HEAP", "512m")
+        argv = self._java(libs, log4j, "kafka.Kafka", str(props), heap=heap)
+        process.spawn(argv, log=self.stdout, pid_file=self.pid_file, cwd=self.dir)
+
+    def wait(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            pid = process.read_pid(self.pid_file)
+            if pid is None:
+                raise StackError(self.name, "process exited during start", str(self.log))
+            if process.port_open("127.0.0.1", self.port) and "Kafka Server started" in _read(
+                self.log
+            ):
+                return
+            time.sleep(0.25)
+        raise StackError(self.name, f"not ready after {timeout:.0f}s", str(self.log))
+
+    def health(self) -> tuple[bool, str]:
+        pid = process.read_pid(self.pid_file)
+        if pid is None:
+            return False, "not running"
+        if not process.port_open("127.0.0.1", self.port):
+            return False, f"pid {pid}, port {self.port} closed"
+        return True, f"pid {pid}, {self.bootstrap}, Kafka {KAFKA_VERSION} (KRaft)"
+
+    def stop(self) -> bool:
+        return process.stop(self.pid_file, timeout=30)
+
+
+def _kraft_id() -> str:
+    """A Kafka cluster id: 16 random bytes, base64url without padding."""
+    import base64
+
+    return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_text(errors="replace")
+    except OSError:
+        return ""

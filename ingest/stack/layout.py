@@ -1,0 +1,47 @@
+"""Where the local stack keeps its cache, state, logs and pid files, and on which ports."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+
+def _port(name: str, default: int) -> int:
+    return int(os.environ.get(f"INGEST_STACK_{name}_PORT", default))
+
+
+@dataclass(frozen=True)
+class Layout:
+    root: Path
+    kafka_port: int
+    opensearch_port: int
+    s3_port: int
+
+    @classmethod
+    def default(cls) -> Layout:
+        root = Path(os.environ.get("INGEST_STACK_DIR", Path.cwd() / ".stack")).resolve()
+        return cls(
+            root=root,
+            kafka_port=_port("KAFKA", 39092),
+            opensearch_port=_port("OPENSEARCH", 39200),
+            s3_port=_port("S3", 39000),
+        )
+
+    @property
+    def cache(self) -> Path:
+        return Path(os.environ.get("INGEST_STACK_CACHE", self.root / "cache"))
+
+    @property
+    def env_file(self) -> Path:
+        return self.root / "env"
+
+    @property
+    def opensearch_home(self) -> Path:
+        """OpenSearch's node folder. As root it runs as its own user, which must be able to
+        reach the folder, so it lives outside root's (possibly private) home."""
+        if os.geteuid() != 0:
+            return self.root / "opensearch"
+        key = hashlib.sha256(str(self.root).encode()).hexdigest()[:10]
+        return Path("/var/tmp") / f"falco-ingest-{key}" / "opensearch"
