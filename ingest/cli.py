@@ -44,6 +44,17 @@ def _consume(args: argparse.Namespace) -> int:
     return 0
 
 
+def _agent(args: argparse.Namespace) -> int:
+    from ingest import logs
+    from ingest.agent.runner import run_agent
+    from ingest.config import AgentSettings, load
+
+    settings = load(AgentSettings, args.config)
+    logs.setup(settings.log_level)
+    left = asyncio.run(run_agent(settings, args.input, once=args.once))
+    return 0 if left == 0 or not args.once else 1
+
+
 def _setup(args: argparse.Namespace) -> int:
     from ingest import logs
     from ingest.config import OpsSettings, load
@@ -97,6 +108,21 @@ def parser() -> argparse.ArgumentParser:
         help="exit 0 after this many seconds with nothing left to read",
     )
     co.set_defaults(func=_consume)
+
+    ag = sub.add_parser("agent", help="Falco output on this host -> disk spool -> Kafka")
+    ag.add_argument(
+        "--input",
+        action="append",
+        default=[],
+        metavar="SPEC",
+        help="file:PATH (tail), http://HOST:PORT (receiver) or stdin; repeatable",
+    )
+    ag.add_argument(
+        "--once",
+        action="store_true",
+        help="read files and stdin to their end, ship everything, exit (backfills, demos)",
+    )
+    ag.set_defaults(func=_agent)
 
     se = sub.add_parser("setup", help="apply index templates, mappings and repository")
     se.add_argument(

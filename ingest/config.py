@@ -134,6 +134,29 @@ class ConsumerTuning(_Strict):
         return self
 
 
+class AgentTuning(_Strict):
+    state_dir: Path = Path("/var/lib/falco-ingest")
+    hostname: str | None = None
+    spool_max_bytes: int = Field(default=1024 * 1024 * 1024, ge=1024)
+    max_alert_bytes: int = Field(default=900_000, ge=1024, le=100 * 1024 * 1024)
+    http_max_body_bytes: int = Field(default=4 * 1024 * 1024, ge=1024)
+    batch_bytes: int = Field(default=1_000_000, ge=16 * 1024)
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    tls_client_ca: Path | None = None
+    drain_timeout_s: float = Field(default=10.0, gt=0)
+
+    @model_validator(mode="after")
+    def _check(self) -> AgentTuning:
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("agent.tls_cert and agent.tls_key go together")
+        if self.tls_client_ca and not self.tls_cert:
+            raise ValueError("agent.tls_client_ca needs agent.tls_cert and agent.tls_key")
+        if self.max_alert_bytes >= self.batch_bytes:
+            raise ValueError("agent.max_alert_bytes must be below agent.batch_bytes")
+        return self
+
+
 class _Base(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="INGEST_",
@@ -166,6 +189,16 @@ class ConsumerSettings(_Base):
     opensearch: OpenSearchSettings = OpenSearchSettings()
     consumer: ConsumerTuning = ConsumerTuning()
     metrics_port: int = Field(default=9108, ge=0, le=65535)
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+
+class AgentSettings(_Base):
+    """One per host: Falco output -> disk spool -> Kafka."""
+
+    config_file: Path | None = None
+    kafka: KafkaSettings = KafkaSettings()
+    agent: AgentTuning = AgentTuning()
+    metrics_port: int = Field(default=9109, ge=0, le=65535)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
 

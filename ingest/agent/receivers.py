@@ -1,0 +1,100 @@
+"""The HTTP receiver (Falco http_output / Falcosidekick-style) and stdin (program_output)."""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+import sys
+from pathlib import Path
+
+from aiohttp import web
+
+from ingest.agent.intake import Intake
+
+
+def split_body(body: bytes) -> list[bytes]:
+    """One alert per POST, or NDJSON: one per non-empty line."""
+    return [ln.strip() for ln in body.split(b"\n") if ln.strip()]
+
+
+class HttpReceiver:
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        intake: Intake,
+        max_body_bytes: int,
+        tls_cert: Path | None = None,
+        tls_key: Path | None = None,
+        client_ca: Path | None = None,
+    ) -> None:
+        self.host, self.port = host, port
+        self.name = f"http://{host}:{port}"
+        self.intake = intake
+        self.max_body = max_body_bytes
+        self.ssl: ssl.SSLContext | None = None
+        if tls_cert and tls_key:
+            ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            ctx.load_cert_chain(tls_cert, tls_key)
+            if client_ca:
+                ctx.load_verify_locations(client_ca)
+                ctx.verify_mode = ssl.CERT_REQUIRED
+            self.ssl = ctx
+        self._runner: web.AppRunner | None = None
+
+    async def _post(self, request: web.Request) -> web.Response:
+        body = await request.read()
+        lines = split_body(body)
+        if not lines:
+            return web.Response(status=400, text="empty body\n")
+        if not self.intake.try_put(self.name, lines):
+            return web.Response(status=503, text="spool full, retry later\n")
+        await self.intake.spool.sync()  # 2xx only once the alert is durable
+        return web.Response(status=200, text="ok\n")
+
+    async def _ping(self, _: web.Request) -> web.Response:
+        return web.Response(text="pong\n")
+
+    async def start(self) -> None:
+        app = web.Application(client_max_size=self.max_body)
+        app.add_routes(
+            [web.get("/ping", self._ping), web.get("/healthz", self._ping)]
+            + [web.post("/{tail:.*}", self._post)]
+        )
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self.host, self.port, ssl_context=self.ssl)
+        await site.start()
+
+    async def run(self, stop: asyncio.Event) -> None:
+        await self.start()
+        try:
+            await stop.wait()
+        finally:
+            if self._runner is not None:
+                await self._runner.cleanup()
+
+
+class StdinReader:
+    name = "stdin"
+
+    def __init__(self, intake: Intake) -> None:
+        self.intake = intake
+
+    async def run(self, stop: asyncio.Event) -> None:
+        loop = asyncio.get_running_loop()
+        reader = asyncio.StreamReader(limit=16 * 1024 * 1024)
+        await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+        while not stop.is_set():
+            line = await reader.readline()
+            if not line:
+                return  # EOF: Falco closed the pipe
+            lines = [line.strip()]
+            while len(reader._buffer) and len(lines) < 1000:  # noqa: SLF001 - batch what is there
+                more = await reader.readline()
+                if not more:
+                    break
+                lines.append(more.strip())
+            lines = [ln for ln in lines if ln]
+            if lines and not await self.intake.put(self.name, lines, stop):
+                return

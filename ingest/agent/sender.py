@@ -1,0 +1,115 @@
+"""Spool -> Kafka, in order, advancing the spool cursor only after Kafka acknowledged."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+
+from collections.abc import Callable
+
+from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaError
+from aiokafka.partitioner import DefaultPartitioner
+
+from ingest import __version__, contract, metrics
+from ingest.agent.spool import Entry, Spool
+from ingest.normalize.timestamps import format_ns
+
+log = logging.getLogger(__name__)
+
+
+class KafkaShipper:
+    def __init__(
+        self,
+        make_producer: Callable[[], AIOKafkaProducer],
+        spool: Spool,
+        topic: str,
+        host: str,
+        batch_bytes: int,
+        retry_max_s: float = 30.0,
+    ) -> None:
+        self.make_producer = make_producer
+        self.producer: AIOKafkaProducer | None = None
+        self.spool = spool
+        self.topic = topic
+        self.host = host
+        self.key = host.encode()
+        self.batch_bytes = batch_bytes
+        self.retry_max_s = retry_max_s
+        self.connected = False
+        self._partitioner = DefaultPartitioner()
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Ship until ``stop`` is set and the spool is empty (or ``stop`` alone if Kafka is down
+        then: what is spooled stays for the next start)."""
+        delay = 0.2
+        while True:
+            entries = self.spool.read(max_records=20_000, max_bytes=4 * self.batch_bytes)
+            if not entries:
+                if stop.is_set():
+                    return
+                self.spool.new_data.clear()
+                try:
+                    await asyncio.wait_for(self.spool.new_data.wait(), timeout=0.5)
+                except TimeoutError:
+                    pass
+                continue
+            try:
+                if self.producer is None:
+                    self.producer = await self._start_producer()
+                await self._ship(self.producer, entries)
+            except (KafkaError, OSError) as exc:
+                self.connected = False
+                if stop.is_set():
+                    log.warning("stopping with alerts still spooled", extra={"error": str(exc)})
+                    return
+                log.warning(
+                    "Kafka unavailable; alerts stay in the spool",
+                    extra={"error": str(exc), "spooled_bytes": self.spool.pending_bytes},
+                )
+                await asyncio.sleep(delay * (0.5 + random.random()))  # noqa: S311
+                delay = min(delay * 2, self.retry_max_s)
+                continue
+            delay = 0.2
+            self.connected = True
+            self.spool.ack(entries[-1])
+            metrics.AGENT_SENT.inc(len(entries))
+
+    async def _start_producer(self) -> AIOKafkaProducer:
+        producer = self.make_producer()
+        try:
+            await producer.start()
+        except BaseException:
+            await producer.stop()
+            raise
+        return producer
+
+    async def close(self) -> None:
+        if self.producer is not None:
+            await self.producer.stop()
+            self.producer = None
+
+    async def _ship(self, producer: AIOKafkaProducer, entries: list[Entry]) -> None:
+        partitions = await producer.partitions_for(self.topic)
+        ordered = sorted(partitions)
+        partition = self._partitioner(self.key, ordered, ordered)
+        futures = []
+        batch = producer.create_batch()
+        version = __version__.encode()
+        for e in entries:
+            headers = [
+                (contract.HOST, self.key),
+                (contract.VERSION, version),
+                (contract.INPUT, e.input.encode()),
+                (contract.RECEIVED, format_ns(e.received_ns)[0].encode()),
+            ]
+            ts = e.received_ns // 1_000_000
+            if batch.append(key=self.key, value=e.value, timestamp=ts, headers=headers) is None:
+                futures.append(await producer.send_batch(batch, self.topic, partition=partition))
+                batch = producer.create_batch()
+                if batch.append(key=self.key, value=e.value, timestamp=ts, headers=headers) is None:
+                    raise KafkaError(f"alert of {len(e.value)} bytes does not fit a batch")
+        if batch.record_count():
+            futures.append(await producer.send_batch(batch, self.topic, partition=partition))
+        await asyncio.gather(*futures)

@@ -1,0 +1,148 @@
+"""A bounded on-disk spool: every accepted alert is appended here before it goes to Kafka.
+
+Segments of length-prefixed records; a cursor file says how far Kafka has acknowledged.
+The writer appends and flushes (so a killed process loses nothing the OS has), ``sync``
+fsyncs for callers that promise durability (the HTTP receiver). Order is kept: the
+sender reads records in the order they were appended.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+
+from ingest import metrics
+
+_HEAD = struct.Struct(">IHQ")  # record length, input-name length, received (ns)
+SEGMENT_BYTES = 64 * 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    input: str
+    received_ns: int
+    value: bytes
+    segment: int
+    end: int  # offset just past this record in its segment
+
+
+class Spool:
+    def __init__(self, directory: Path, max_bytes: int, segment_bytes: int = SEGMENT_BYTES):
+        self.dir = directory
+        self.max_bytes = max_bytes
+        self.segment_bytes = segment_bytes
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self._cursor_file = self.dir / "cursor"
+        segs = sorted(int(p.stem) for p in self.dir.glob("*.seg"))
+        self._read_seg, self._read_off = self._load_cursor(segs)
+        self._write_seg = segs[-1] if segs else max(self._read_seg, 1)
+        self._writer = self._path(self._write_seg).open("ab")
+        self._pending = sum(self._path(s).stat().st_size for s in segs if s >= self._read_seg)
+        self._pending -= self._read_off if self._read_seg in segs else 0
+        self.new_data = asyncio.Event()
+        self._sync_lock = asyncio.Lock()
+        metrics.AGENT_SPOOL_BYTES.set(self._pending)
+
+    def _path(self, seg: int) -> Path:
+        return self.dir / f"{seg:012d}.seg"
+
+    def _load_cursor(self, segs: list[int]) -> tuple[int, int]:
+        try:
+            seg, off = (int(x) for x in self._cursor_file.read_text().split())
+        except (OSError, ValueError):
+            return (segs[0] if segs else 1), 0
+        if segs and seg < segs[0]:
+            return segs[0], 0
+        return seg, off
+
+    @property
+    def pending_bytes(self) -> int:
+        return self._pending
+
+    def append(self, items: list[tuple[str, int, bytes]]) -> bool:
+        """Append all of ``items`` or none (False when the spool is full)."""
+        blobs = []
+        for name, received_ns, value in items:
+            raw_name = name.encode()
+            blobs.append(_HEAD.pack(len(value), len(raw_name), received_ns) + raw_name + value)
+        size = sum(len(b) for b in blobs)
+        if self._pending + size > self.max_bytes:
+            metrics.AGENT_SPOOL_FULL.inc()
+            return False
+        if self._writer.tell() > self.segment_bytes:
+            self._writer.close()
+            self._write_seg += 1
+            self._writer = self._path(self._write_seg).open("ab")
+        self._writer.write(b"".join(blobs))
+        self._writer.flush()
+        self._pending += size
+        metrics.AGENT_SPOOL_BYTES.set(self._pending)
+        metrics.AGENT_SPOOLED.inc(len(items))
+        self.new_data.set()
+        return True
+
+    async def sync(self) -> None:
+        """fsync what was appended; concurrent callers share one fsync."""
+        async with self._sync_lock:
+            await asyncio.to_thread(os.fsync, self._writer.fileno())
+
+    def read(self, max_records: int, max_bytes: int) -> list[Entry]:
+        """Records after the cursor, oldest first, without moving the cursor."""
+        out: list[Entry] = []
+        seg, off = self._read_seg, self._read_off
+        budget = max_bytes
+        while len(out) < max_records and budget > 0:
+            path = self._path(seg)
+            if not path.exists():
+                if seg < self._write_seg:
+                    seg, off = seg + 1, 0
+                    continue
+                break
+            with path.open("rb") as fh:
+                fh.seek(off)
+                data = fh.read(budget + 65536)
+            pos = 0
+            while len(out) < max_records and pos + _HEAD.size <= len(data):
+                vlen, nlen, received = _HEAD.unpack_from(data, pos)
+                end = pos + _HEAD.size + nlen + vlen
+                if end > len(data):
+                    break
+                name = data[pos + _HEAD.size : pos + _HEAD.size + nlen].decode()
+                value = data[pos + _HEAD.size + nlen : end]
+                out.append(Entry(name, received, value, seg, off + end))
+                budget -= end - pos
+                pos = end
+            if pos == 0 and seg < self._write_seg and not data:
+                seg, off = seg + 1, 0  # this segment is finished
+                continue
+            break
+        return out
+
+    def ack(self, entry: Entry) -> None:
+        """Kafka has everything up to and including ``entry``: move the cursor past it."""
+        freed = 0
+        if entry.segment != self._read_seg:
+            freed += self._path(self._read_seg).stat().st_size - self._read_off
+            for seg in range(self._read_seg + 1, entry.segment):
+                if self._path(seg).exists():
+                    freed += self._path(seg).stat().st_size
+            freed += entry.end
+        else:
+            freed += entry.end - self._read_off
+        self._read_seg, self._read_off = entry.segment, entry.end
+        tmp = self._cursor_file.with_suffix(".tmp")
+        tmp.write_text(f"{entry.segment} {entry.end}")
+        os.replace(tmp, self._cursor_file)
+        for old in self.dir.glob("*.seg"):
+            if int(old.stem) < entry.segment:
+                old.unlink(missing_ok=True)
+        self._pending = max(0, self._pending - freed)
+        metrics.AGENT_SPOOL_BYTES.set(self._pending)
+
+    def close(self) -> None:
+        self._writer.flush()
+        os.fsync(self._writer.fileno())
+        self._writer.close()

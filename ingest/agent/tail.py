@@ -1,0 +1,130 @@
+"""Tail Falco's file_output: complete lines only, surviving rename+create and copytruncate,
+resuming from a saved position that moves only after the spool has the lines."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from pathlib import Path
+from typing import BinaryIO
+
+import orjson
+
+from ingest import metrics
+from ingest.agent.intake import Intake
+
+log = logging.getLogger(__name__)
+CHUNK = 1024 * 1024
+
+
+class Positions:
+    """``{path: {"dev", "ino", "offset"}}`` in the state directory, replaced atomically."""
+
+    def __init__(self, state_dir: Path) -> None:
+        state_dir.mkdir(parents=True, exist_ok=True)
+        self.file = state_dir / "positions.json"
+        try:
+            self.data: dict[str, dict[str, int]] = orjson.loads(self.file.read_bytes())
+        except (OSError, orjson.JSONDecodeError):
+            self.data = {}
+
+    def save(self) -> None:
+        tmp = self.file.with_suffix(".tmp")
+        tmp.write_bytes(orjson.dumps(self.data))
+        os.replace(tmp, self.file)
+
+
+class FileTail:
+    def __init__(
+        self, path: Path, intake: Intake, positions: Positions, once: bool = False
+    ) -> None:
+        self.path = path
+        self.name = f"file:{path}"
+        self.intake = intake
+        self.positions = positions
+        self.once = once
+        self.poll_s = 0.1
+
+    def _saved(self) -> tuple[int, int, int] | None:
+        got = self.positions.data.get(str(self.path))
+        return (got["dev"], got["ino"], got["offset"]) if got else None
+
+    def _remember(self, st: os.stat_result, offset: int) -> None:
+        self.positions.data[str(self.path)] = {
+            "dev": st.st_dev,
+            "ino": st.st_ino,
+            "offset": offset,
+        }
+
+    def _resume(self) -> tuple[BinaryIO | None, int]:
+        """Open where we left off; a file rotated away while we were down is finished first."""
+        saved = self._saved()
+        if saved is not None:
+            dev, ino, offset = saved
+            for candidate in [self.path, *sorted(self.path.parent.glob(self.path.name + "*"))]:
+                try:
+                    st = candidate.stat()
+                except OSError:
+                    continue
+                if (st.st_dev, st.st_ino) == (dev, ino):
+                    fh = candidate.open("rb")
+                    return fh, offset if st.st_size >= offset else 0
+        try:
+            return self.path.open("rb"), 0
+        except FileNotFoundError:
+            return None, 0
+
+    async def run(self, stop: asyncio.Event) -> None:
+        fh, offset = self._resume()
+        buf = b""
+        last_save = 0.0
+        while not stop.is_set():
+            if fh is None:
+                try:
+                    fh, offset, buf = self.path.open("rb"), 0, b""
+                except FileNotFoundError:
+                    await asyncio.sleep(self.poll_s)
+                    continue
+            st = os.fstat(fh.fileno())
+            if st.st_size < offset:  # copytruncate: the file starts again
+                log.info("file truncated, reading from the start", extra={"path": str(self.path)})
+                offset, buf = 0, b""
+            fh.seek(offset + len(buf))
+            data = fh.read(CHUNK)
+            if data:
+                buf += data
+                cut = buf.rfind(b"\n")
+                if cut >= 0:
+                    lines = [ln for ln in buf[:cut].split(b"\n") if ln.strip()]
+                    if not await self.intake.put(self.name, lines, stop):
+                        return  # stopped while the spool was full: position not moved
+                    offset += cut + 1
+                    buf = buf[cut + 1 :]
+                    self._remember(st, offset)
+                    if time.monotonic() - last_save > 0.2:
+                        self.positions.save()
+                        last_save = time.monotonic()
+                continue
+            # At the end of what is written: rotated (rename + create) or just quiet?
+            if self._rotated(st):
+                log.info("file rotated, switching to the new one", extra={"path": str(self.path)})
+                fh.close()
+                fh, offset, buf = None, 0, b""
+                self.positions.data.pop(str(self.path), None)
+                continue
+            self.positions.save()
+            if self.once:
+                break
+            await asyncio.sleep(self.poll_s)
+        if fh is not None:
+            fh.close()
+        self.positions.save()
+
+    def _rotated(self, st: os.stat_result) -> bool:
+        try:
+            now = self.path.stat()
+        except FileNotFoundError:
+            return False  # renamed away, the new file is not there yet: keep the old one
+        return (now.st_dev, now.st_ino) != (st.st_dev, st.st_ino)
