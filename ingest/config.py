@@ -217,8 +217,47 @@ class OpsSettings(_Base):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
 
+_OTHER_VARS = ("INGEST_CONFIG_FILE", "INGEST_STACK_")
+
+
+def _model_of(annotation: Any) -> type[BaseModel] | None:
+    return (
+        annotation if isinstance(annotation, type) and issubclass(annotation, BaseModel) else None
+    )
+
+
+def _unknown_env() -> list[str]:
+    """``INGEST_*`` variables no deployable knows: a typo must not be silently ignored.
+
+    Sections of other deployables are allowed (one env file may serve the whole fleet)."""
+    top: dict[str, type[BaseModel] | None] = {}
+    for deployable in (ConsumerSettings, AgentSettings, OpsSettings):
+        for name, fld in deployable.model_fields.items():
+            top[name] = _model_of(fld.annotation)
+    bad = []
+    for var in os.environ:
+        if not var.startswith("INGEST_") or var.startswith(_OTHER_VARS):
+            continue
+        path = var[len("INGEST_") :].lower().split("__")
+        model: type[BaseModel] | None = None
+        known = path[0] in top
+        if known:
+            model = top[path[0]]
+        for part in path[1:]:
+            if model is None or part not in model.model_fields:
+                known = False
+                break
+            model = _model_of(model.model_fields[part].annotation)
+        if not known:
+            bad.append(f"{'.'.join(path)} ({var}): not a setting")
+    return bad
+
+
 def load(cls: type[T], config_file: Path | None = None, **overrides: Any) -> T:
     """Build settings, turning a validation error into a ConfigError naming the setting."""
+    unknown = _unknown_env()
+    if unknown:
+        raise ConfigError("bad setting: " + "; ".join(unknown))
     if config_file is not None:
         if not config_file.is_file():
             raise ConfigError(f"config file {config_file} does not exist")

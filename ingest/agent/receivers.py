@@ -85,16 +85,19 @@ class StdinReader:
         loop = asyncio.get_running_loop()
         reader = asyncio.StreamReader(limit=16 * 1024 * 1024)
         await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+        buf = b""
         while not stop.is_set():
-            line = await reader.readline()
-            if not line:
+            chunk = await reader.read(256 * 1024)
+            if not chunk:
+                lines = [buf.strip()] if buf.strip() else []
+                if lines:
+                    await self.intake.put(self.name, lines, stop)
                 return  # EOF: Falco closed the pipe
-            lines = [line.strip()]
-            while len(reader._buffer) and len(lines) < 1000:  # noqa: SLF001 - batch what is there
-                more = await reader.readline()
-                if not more:
-                    break
-                lines.append(more.strip())
-            lines = [ln for ln in lines if ln]
+            buf += chunk
+            cut = buf.rfind(b"\n")
+            if cut < 0:
+                continue
+            lines = [ln.strip() for ln in buf[:cut].split(b"\n") if ln.strip()]
+            buf = buf[cut + 1 :]
             if lines and not await self.intake.put(self.name, lines, stop):
                 return

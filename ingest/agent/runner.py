@@ -7,7 +7,7 @@ import logging
 import signal
 import socket
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 from aiokafka import AIOKafkaProducer
@@ -95,9 +95,9 @@ async def run_agent(settings: AgentSettings, specs: list[str], once: bool = Fals
     log.info("agent started", extra={"inputs": [i.name for i in inputs], "host": host})
     try:
         tasks = [asyncio.create_task(i.run(stop_inputs)) for i in inputs]
-        done_inputs = asyncio.gather(*tasks)
-        stopper = asyncio.create_task(stop_inputs.wait())
-        await asyncio.wait({done_inputs, stopper}, return_when=asyncio.FIRST_COMPLETED)
+        done_inputs: asyncio.Future[Any] = asyncio.gather(*tasks)
+        stopper: asyncio.Future[Any] = asyncio.create_task(stop_inputs.wait())
+        await asyncio.wait([done_inputs, stopper], return_when=asyncio.FIRST_COMPLETED)
         stop_inputs.set()
         await done_inputs  # inputs save their positions on the way out
         stopper.cancel()

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-
 from collections.abc import Callable
 
 from aiokafka import AIOKafkaProducer

@@ -12,7 +12,6 @@ from typing import BinaryIO
 
 import orjson
 
-from ingest import metrics
 from ingest.agent.intake import Intake
 
 log = logging.getLogger(__name__)

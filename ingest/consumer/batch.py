@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from aiokafka import ConsumerRecord, TopicPartition
 
 from ingest import contract
-from ingest.normalize.document import Document, Lineage, Limits, Rejection, normalize
+from ingest.normalize.document import Document, Limits, Lineage, Rejection, normalize
 from ingest.sink.dlq import DeadLetter
 
 

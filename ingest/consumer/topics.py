@@ -8,19 +8,21 @@ from aiokafka.errors import TopicAlreadyExistsError
 from ingest.config import KafkaSettings
 
 
-async def ensure_topics(kafka: KafkaSettings, *topics: str) -> None:
+async def ensure_topics(kafka: KafkaSettings, *topics: str) -> list[str]:
+    """Create the missing ``topics``; return the ones that were missing."""
     admin = AIOKafkaAdminClient(**kafka.client_kwargs())
     await admin.start()
     try:
         existing = set(await admin.list_topics())
         missing = [t for t in topics if t not in existing]
         if not missing:
-            return
+            return []
         try:
             await admin.create_topics(
                 [NewTopic(t, kafka.topic_partitions, kafka.replication_factor) for t in missing]
             )
         except TopicAlreadyExistsError:
             pass  # another consumer of the fleet made it first
+        return missing
     finally:
         await admin.close()

@@ -9,6 +9,7 @@ from typing import Any
 from opensearchpy import AsyncOpenSearch, NotFoundError
 
 from ingest.config import OpsSettings
+from ingest.consumer.topics import ensure_topics
 from ingest.ops.resources import Resource, canonical, load_resources
 from ingest.sink.client import make_client
 
@@ -43,9 +44,8 @@ def _diff(desired: dict[str, Any], current: dict[str, Any] | None) -> str | None
     changed = sorted(k for k in set(want) | set(have) if want.get(k) != have.get(k))
     if not changed:
         return None
-    return (
-        f"version {current.get('version')} -> {desired.get('version')}; differs in "
-        + ", ".join(changed)
+    return f"version {current.get('version')} -> {desired.get('version')}; differs in " + ", ".join(
+        changed
     )
 
 
@@ -98,4 +98,9 @@ async def run_setup(settings: OpsSettings, plan_only: bool = False) -> int:
             return DRIFT_EXIT if drifted else 0
         await apply(client, changes)
         print("applied" if drifted else "nothing to do")
-        return 0
+    k = settings.kafka
+    if k.create_topics:
+        made = await ensure_topics(k, k.topic, k.dlq_topic)
+        for topic in (k.topic, k.dlq_topic):
+            print(f"kafka topic {topic}: {'created' if topic in made else 'exists'}")
+    return 0

@@ -12,16 +12,11 @@ import orjson
 from opensearchpy import AsyncOpenSearch
 from opensearchpy.exceptions import ConnectionError as OSConnectionError
 from opensearchpy.exceptions import TransportError
-from tenacity import (
-    AsyncRetrying,
-    before_sleep_log,
-    retry_if_exception,
-    wait_exponential_jitter,
-)
 
+from ingest import metrics
 from ingest.errors import SinkUnavailable
 from ingest.normalize.document import Document
-from ingest import metrics
+from ingest.retry import retrying
 
 log = logging.getLogger(__name__)
 _FILTER = "errors,items.*.status,items.*.error.type,items.*.error.reason"
@@ -72,13 +67,7 @@ class OpenSearchSink:
         """
         outcome = BulkOutcome()
         pending = list(docs)
-        retrying = AsyncRetrying(
-            retry=retry_if_exception(lambda e: getattr(e, "retriable", False)),
-            wait=wait_exponential_jitter(initial=self._retry_initial, max=self._retry_max),
-            before_sleep=before_sleep_log(log, logging.WARNING),
-            reraise=True,
-        )
-        async for attempt in retrying:
+        async for attempt in retrying(self._retry_initial, self._retry_max, log, logging.WARNING):
             with attempt:
                 if attempt.retry_state.attempt_number > 1:
                     outcome.retries += 1
@@ -91,7 +80,10 @@ class OpenSearchSink:
         start = time.perf_counter()
         try:
             resp = await self.client.transport.perform_request(
-                "POST", "/_bulk", body=self.encode(docs), params={"filter_path": _FILTER},
+                "POST",
+                "/_bulk",
+                body=self.encode(docs),
+                params={"filter_path": _FILTER},
                 headers={"content-type": "application/x-ndjson"},
             )
         except (OSConnectionError, TransportError) as exc:

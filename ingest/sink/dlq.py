@@ -9,11 +9,11 @@ from dataclasses import dataclass
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
-from tenacity import AsyncRetrying, before_sleep_log, retry_if_exception_type, wait_exponential_jitter
 
 from ingest import metrics
 from ingest.config import KafkaSettings
 from ingest.errors import DeadLetterError
+from ingest.retry import retrying
 
 log = logging.getLogger(__name__)
 
@@ -61,13 +61,7 @@ class DeadLetterQueue:
         """Return only when Kafka acknowledged every letter; retries until then."""
         if not letters:
             return
-        retrying = AsyncRetrying(
-            retry=retry_if_exception_type(DeadLetterError),
-            wait=wait_exponential_jitter(initial=0.2, max=self._retry_max),
-            before_sleep=before_sleep_log(log, logging.ERROR),
-            reraise=True,
-        )
-        async for attempt in retrying:
+        async for attempt in retrying(0.2, self._retry_max, log, logging.ERROR):
             with attempt:
                 await self._send_once(letters)
         for letter in letters:
@@ -77,9 +71,9 @@ class DeadLetterQueue:
         try:
             futures = [
                 await self.producer.send(
-                    self.topic, value=l.value, key=l.key, headers=l.headers()
+                    self.topic, value=dl.value, key=dl.key, headers=dl.headers()
                 )
-                for l in letters
+                for dl in letters
             ]
             await asyncio.gather(*futures)
         except KafkaError as exc:

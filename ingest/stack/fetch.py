@@ -34,9 +34,7 @@ def _mvn(args: list[str], component: str, log: Path) -> None:
         raise StackError(component, f"mvn {args[0]} failed with exit code {rc}", str(log))
 
 
-def jars_with_dependencies(
-    component: str, coords: list[str], dest: Path, log: Path
-) -> Path:
+def jars_with_dependencies(component: str, coords: list[str], dest: Path, log: Path) -> Path:
     """Copy ``group:artifact:version`` jars and their runtime dependencies into ``dest``."""
     done = dest / ".complete"
     if done.exists():

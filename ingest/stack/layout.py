@@ -44,4 +44,4 @@ class Layout:
         if os.geteuid() != 0:
             return self.root / "opensearch"
         key = hashlib.sha256(str(self.root).encode()).hexdigest()[:10]
-        return Path("/var/tmp") / f"falco-ingest-{key}" / "opensearch"
+        return Path("/var/tmp") / f"falco-ingest-{key}" / "opensearch"  # noqa: S108

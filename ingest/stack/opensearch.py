@@ -29,7 +29,9 @@ PLUGIN_VERSION = f"{OPENSEARCH_VERSION}.0"
 RUN_AS = "falco-opensearch"
 _DIST = f"org.opensearch.distribution.integ-test-zip:opensearch:{OPENSEARCH_VERSION}:zip"
 _PLUGINS = {
-    "opensearch-job-scheduler": f"org.opensearch.plugin:opensearch-job-scheduler:{PLUGIN_VERSION}:zip",
+    "opensearch-job-scheduler": (
+        f"org.opensearch.plugin:opensearch-job-scheduler:{PLUGIN_VERSION}:zip"
+    ),
     "opensearch-index-management": (
         f"org.opensearch.plugin:opensearch-index-management:{PLUGIN_VERSION}:zip"
     ),

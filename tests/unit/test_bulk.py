@@ -1,0 +1,72 @@
+import orjson
+from opensearchpy.exceptions import ConnectionError as OSConnectionError
+
+from ingest.normalize.document import Document
+from ingest.sink.bulk import OpenSearchSink
+
+
+class FakeTransport:
+    """Answers each _bulk with the next scripted reply; records what was sent."""
+
+    def __init__(self, replies):
+        self.replies = list(replies)
+        self.sent: list[list[str]] = []
+
+    async def perform_request(self, method, path, body=None, params=None, headers=None):
+        lines = body.decode().splitlines()
+        ids = [orjson.loads(a)["create"]["_id"] for a in lines[0::2]]
+        self.sent.append(ids)
+        reply = self.replies.pop(0)
+        if isinstance(reply, Exception):
+            raise reply
+        return {
+            "errors": any(s >= 300 for s in reply),
+            "items": [
+                {
+                    "create": {
+                        "status": s,
+                        **(
+                            {"error": {"type": "mapper_parsing_exception", "reason": "bad"}}
+                            if s == 400
+                            else {}
+                        ),
+                    }
+                }
+                for s in reply
+            ],
+        }
+
+
+class FakeClient:
+    def __init__(self, replies):
+        self.transport = FakeTransport(replies)
+
+
+def docs(n):
+    return [Document(f"id{i}", "2026.11.20", b'{"a":1}', 4, "r") for i in range(n)]
+
+
+async def test_item_level_outcomes_and_only_failed_items_resent():
+    client = FakeClient([[201, 409, 429, 400, 503], [201, 201]])
+    sink = OpenSearchSink(client, "falco", retry_initial_s=0.01, retry_max_s=0.02)
+    out = await sink.write(docs(5))
+    assert (out.stored, out.duplicates, out.retries) == (3, 1, 1)
+    assert [(d.doc_id, r) for d, r, _ in out.rejected] == [
+        ("id3", "opensearch_mapper_parsing_exception")
+    ]
+    assert client.transport.sent == [["id0", "id1", "id2", "id3", "id4"], ["id2", "id4"]]
+
+
+async def test_unreachable_cluster_is_retried_until_it_answers():
+    client = FakeClient([OSConnectionError("N/A", "refused", None)] * 3 + [[201, 201]])
+    sink = OpenSearchSink(client, "falco", retry_initial_s=0.01, retry_max_s=0.02)
+    out = await sink.write(docs(2))
+    assert out.stored == 2 and out.retries == 3
+    assert sink.healthy
+
+
+def test_bulk_body_uses_create_into_the_day_index():
+    sink = OpenSearchSink(FakeClient([]), "falco")
+    body = sink.encode(docs(1)).decode().splitlines()
+    assert orjson.loads(body[0]) == {"create": {"_index": "falco-2026.11.20", "_id": "id0"}}
+    assert body[1] == '{"a":1}'

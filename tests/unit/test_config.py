@@ -1,0 +1,62 @@
+import pytest
+
+from ingest.config import AgentSettings, ConsumerSettings, OpsSettings, load
+from ingest.errors import ConfigError
+
+
+def test_env_nesting(monkeypatch):
+    monkeypatch.setenv("INGEST_KAFKA__BOOTSTRAP_SERVERS", "k1:9092,k2:9092")
+    monkeypatch.setenv("INGEST_CONSUMER__BATCH_MAX_DOCS", "123")
+    s = load(ConsumerSettings)
+    assert s.kafka.bootstrap_servers == "k1:9092,k2:9092"
+    assert s.consumer.batch_max_docs == 123
+    assert s.kafka.topic == "falco.events"
+    assert s.kafka.dlq_topic == "falco.events.dlq"
+
+
+@pytest.mark.parametrize(
+    ("var", "value", "named"),
+    [
+        ("INGEST_CONSUMER__BATCH_MAX_DOCS", "0", "consumer.batch_max_docs"),
+        ("INGEST_OPENSEARCH__URL", "opensearch:9200", "opensearch.url"),
+        ("INGEST_OPENSEARCH__INDEX_PREFIX", "Falco", "opensearch.index_prefix"),
+        ("INGEST_KAFKA__SECURITY_PROTOCOL", "SASL_SSL", "kafka"),
+        ("INGEST_CONSUMER__DRAIN_TIMEOUT_S", "60", "consumer"),
+        ("INGEST_KAFKA__COMPRESSION", "brotli", "kafka.compression"),
+        ("INGEST_NOT_A_SETTING", "1", "not_a_setting"),
+    ],
+)
+def test_bad_setting_fails_naming_it(monkeypatch, var, value, named):
+    monkeypatch.setenv(var, value)
+    with pytest.raises(ConfigError) as err:
+        load(ConsumerSettings)
+    assert named in str(err.value)
+
+
+def test_config_file_and_env_priority(tmp_path, monkeypatch):
+    cfg = tmp_path / "ingest.toml"
+    cfg.write_text('[kafka]\ntopic = "from-file"\ngroup_id = "g-file"\n')
+    monkeypatch.setenv("INGEST_KAFKA__GROUP_ID", "g-env")
+    monkeypatch.delenv("INGEST_CONFIG_FILE", raising=False)
+    s = load(ConsumerSettings, cfg)
+    assert s.kafka.topic == "from-file"
+    assert s.kafka.group_id == "g-env"
+    monkeypatch.delenv("INGEST_CONFIG_FILE")
+
+
+def test_missing_config_file_is_named(tmp_path):
+    with pytest.raises(ConfigError, match="nope.toml"):
+        load(ConsumerSettings, tmp_path / "nope.toml")
+
+
+def test_agent_cross_field_checks(monkeypatch):
+    monkeypatch.setenv("INGEST_AGENT__TLS_CERT", "/tmp/cert.pem")
+    with pytest.raises(ConfigError, match="tls_key"):
+        load(AgentSettings)
+
+
+def test_secrets_are_not_printed(monkeypatch):
+    monkeypatch.setenv("INGEST_OPENSEARCH__USERNAME", "u")
+    monkeypatch.setenv("INGEST_OPENSEARCH__PASSWORD", "hunter2")
+    s = load(OpsSettings)
+    assert "hunter2" not in repr(s)
