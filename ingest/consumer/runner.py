@@ -120,11 +120,22 @@ class FalcoConsumer:
                     metrics.LAG.labels(str(tp.partition)).set(max(0, hw - msgs[-1].offset - 1))
             if records or self.tasks or self.batch.size:
                 last_activity = time.monotonic()
-            if stop_when_idle is not None:
-                begun = self.first_assignment or started
-                if time.monotonic() - max(last_activity, begun) >= stop_when_idle:
-                    log.info("idle, stopping", extra={"idle_s": stop_when_idle})
-                    return
+            if stop_when_idle is not None and self._idle(last_activity, started, stop_when_idle):
+                return
+
+    def _idle(self, last_activity: float, started: float, idle_s: float) -> bool:
+        """Idle time counts from the first partition assignment: joining a group can take
+        a while, and nothing has been read before it."""
+        now = time.monotonic()
+        if self.first_assignment is None:
+            if now - started >= max(60.0, idle_s):
+                log.warning("no partitions assigned; stopping", extra={"waited_s": now - started})
+                return True
+            return False
+        if now - max(last_activity, self.first_assignment) >= idle_s:
+            log.info("idle, stopping", extra={"idle_s": idle_s})
+            return True
+        return False
 
     def _set_paused(self, pause: bool) -> None:
         assigned = self.kafka.assignment()

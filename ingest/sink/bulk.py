@@ -128,4 +128,6 @@ def _as_dict(resp: Any) -> dict[str, Any]:
 
 def _describe(exc: Exception) -> str:
     status = getattr(exc, "status_code", None)
-    return f"HTTP {status}" if isinstance(status, int) else type(exc).__name__
+    if isinstance(status, int):
+        return f"HTTP {status}"
+    return f"{type(exc).__name__}: {getattr(exc, 'info', None) or exc}"[:300]

@@ -1,0 +1,241 @@
+"""The consumer against the real Kafka and OpenSearch: counts, fields, duplicates, faults."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import orjson
+
+from ingest.consumer.runner import run_consumer
+from ingest.consumer.topics import ensure_topics
+from ingest.stack import process
+from ingest.stack.layout import Layout
+from tests.integration.conftest import (
+    consumer_settings,
+    count_docs,
+    make_alerts,
+    os_client,
+    produce,
+    read_topic,
+)
+
+
+async def test_n_alerts_become_n_documents_with_the_contract_fields(prefix, uid):
+    topic = f"c-{uid}"
+    alerts = make_alerts(500, tag=uid)
+    await produce(topic, alerts)
+    stats = await run_consumer(consumer_settings(topic, prefix), stop_when_idle=3)
+    assert stats.indexed == 500 and stats.duplicates == 0
+    assert await count_docs(prefix) == 500
+    async with os_client() as client:
+        resp = await client.search(
+            index=prefix,
+            body={
+                "query": {
+                    "bool": {
+                        "filter": [
+                            {"term": {"@type": "falco"}},
+                            {"term": {"falco_priority": 0}},
+                            {"term": {"falco_rule": "Rule 0"}},
+                        ]
+                    }
+                },
+                "size": 100,
+            },
+        )
+        hits = resp["hits"]["hits"]
+        raw = orjson.loads(alerts[0])
+        first = next(h["_source"] for h in hits if h["_source"]["@message"] == raw["output"])
+        assert first["@timestamp"] == raw["time"]  # nanoseconds kept
+        assert first["falco_priority_name"] == "Emergency"
+        assert first["output_fields"]["proc.pid"] == 0
+        assert first["@ingest"]["topic"] == topic
+        assert hits[0]["_index"] == f"{prefix}-" + raw["time"][:10].replace("-", ".")
+        # output_fields is one flat_object: dotted keys that prefix each other coexist
+        q = {"query": {"term": {"output_fields.proc.pid": "8"}}}
+        assert (await client.count(index=prefix, body=q))["count"] == 1
+        mapping = await client.indices.get_mapping(index=f"{prefix}-*")
+        props = next(iter(mapping.values()))["mappings"]["properties"]
+        assert props["@timestamp"]["type"] == "date_nanos"
+        assert props["output_fields"]["type"] == "flat_object"
+
+
+async def test_the_same_alert_twice_is_stored_once(prefix, uid):
+    topic = f"c-{uid}"
+    alerts = make_alerts(50, tag=uid)
+    await produce(topic, alerts + alerts[:20])  # an agent retry: same bytes again
+    stats = await run_consumer(consumer_settings(topic, prefix), stop_when_idle=3)
+    assert await count_docs(prefix) == 50
+    assert stats.indexed + stats.duplicates == 70
+    assert stats.duplicates == 20
+    # a replay of the whole topic by another group stores nothing new
+    again = consumer_settings(topic, prefix)
+    again = again.model_copy(update={"kafka": again.kafka.model_copy(update={"group_id": "other"})})
+    stats2 = await run_consumer(again, stop_when_idle=3)
+    assert stats2.indexed == 0 and stats2.duplicates == 70
+    assert await count_docs(prefix) == 50
+
+
+async def test_malformed_input_goes_to_the_dead_letter_topic_with_reasons(prefix, uid):
+    topic = f"c-{uid}"
+    good = make_alerts(100, tag=uid)
+    bad = [
+        b"not json",
+        b"[]",
+        orjson.dumps({"rule": "r", "priority": "Severe", "time": "x"}),
+        orjson.dumps({"priority": "Debug", "time": "2026-11-20T00:00:00Z"}),
+    ]
+    mixed = good[:50] + bad + good[50:]
+    await produce(topic, mixed)
+    stats = await run_consumer(consumer_settings(topic, prefix), stop_when_idle=3)
+    assert stats.indexed == 100
+    assert await count_docs(prefix) == 100
+    letters = await read_topic(f"{topic}.dlq", expect=4)
+    assert sorted(m.value for m in letters) == sorted(bad)  # original bytes, unchanged
+    reasons = sorted(dict(m.headers)["dlq.reason"].decode() for m in letters)
+    assert reasons == ["bad_priority", "invalid_json", "missing_rule", "not_an_object"]
+    for m in letters:
+        h = dict(m.headers)
+        assert h["dlq.stage"] == b"normalize"
+        assert h["dlq.source.topic"].decode() == topic
+        assert mixed[int(h["dlq.source.offset"])] == m.value or h["dlq.source.partition"]
+
+
+async def test_dlq_replay_refeeds_the_main_topic(prefix, uid):
+    from ingest.sink.replay import replay_dlq
+
+    topic = f"c-{uid}"
+    await produce(topic, [b"garbage-1", b"garbage-2"])
+    settings = consumer_settings(topic, prefix)
+    await run_consumer(settings, stop_when_idle=3)
+    assert len(await read_topic(f"{topic}.dlq", expect=2)) == 2
+    moved = await replay_dlq(settings, idle_s=2)
+    assert moved == 2
+    main = await read_topic(topic, expect=4)
+    replayed = [m for m in main if any(h.startswith("dlq.replayed.") for h, _ in m.headers)]
+    assert sorted(m.value for m in replayed) == [b"garbage-1", b"garbage-2"]
+
+
+async def wait_for_docs(prefix: str, n: int, task: asyncio.Task, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while await count_docs(prefix) < n:
+        assert not task.done(), f"consumer ended early: {task.result()}"
+        assert time.monotonic() < deadline, f"fewer than {n} documents after {timeout}s"
+        await asyncio.sleep(0.2)
+
+
+def _consume_cmd(topic: str, prefix: str, idle: float | None) -> tuple[list[str], dict[str, str]]:
+    env = dict(os.environ)
+    env.update(
+        INGEST_KAFKA__TOPIC=topic,
+        INGEST_KAFKA__DLQ_TOPIC=f"{topic}.dlq",
+        INGEST_KAFKA__GROUP_ID=f"g-{topic}",
+        INGEST_OPENSEARCH__INDEX_PREFIX=prefix,
+        INGEST_CONSUMER__BATCH_MAX_DOCS="200",
+        INGEST_CONSUMER__LINGER_MS="20",
+        INGEST_METRICS_PORT="0",
+        INGEST_LOG_LEVEL="WARNING",
+    )
+    cmd = [sys.executable, "-m", "ingest.cli", "consume"]
+    if idle is not None:
+        cmd += ["--stop-when-idle", str(idle)]
+    return cmd, env
+
+
+async def test_sigkill_mid_stream_then_restart_loses_and_duplicates_nothing(prefix, uid):
+    topic = f"c-{uid}"
+    n = 20_000
+    alerts = make_alerts(n, tag=uid)
+    await produce(topic, alerts)
+    cmd, env = _consume_cmd(topic, prefix, None)
+    proc = subprocess.Popen(cmd, env=env)
+    try:
+        deadline = time.monotonic() + 90
+        while await count_docs(prefix) < n // 5:
+            assert time.monotonic() < deadline, "consumer made no progress"
+            assert proc.poll() is None
+            await asyncio.sleep(0.2)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    stored_at_kill = await count_docs(prefix)
+    assert stored_at_kill < n, "killed too late to show anything"
+    cmd, env = _consume_cmd(topic, prefix, 4)
+    assert subprocess.run(cmd, env=env, timeout=180).returncode == 0
+    assert await count_docs(prefix) == n
+    async with os_client() as client:
+        agg = await client.search(
+            index=prefix,
+            body={
+                "size": 0,
+                "aggs": {
+                    "u": {
+                        "cardinality": {"field": "@message.keyword", "precision_threshold": 40000}
+                    }
+                },
+            },
+        )
+    assert agg["aggregations"]["u"]["value"] >= n * 0.99  # HLL estimate, count is exact
+
+
+async def test_sigterm_drains_and_commits(prefix, uid):
+    topic = f"c-{uid}"
+    await produce(topic, make_alerts(3000, tag=uid))
+    cmd, env = _consume_cmd(topic, prefix, None)
+    proc = subprocess.Popen(cmd, env=env)
+    deadline = time.monotonic() + 90
+    while await count_docs(prefix) < 500:
+        assert time.monotonic() < deadline
+        assert proc.poll() is None
+        await asyncio.sleep(0.1)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=30) == 0
+    # whatever it stored was committed: a restart stores the rest without any 409
+    settings = consumer_settings(topic, prefix)
+    stats = await run_consumer(settings, stop_when_idle=3)
+    assert await count_docs(prefix) == 3000
+    assert stats.duplicates == 0
+
+
+async def test_opensearch_stopped_mid_stream_then_back_nothing_lost(prefix, uid):
+    pid = process.read_pid(Layout.default().opensearch_home / "opensearch.pid")
+    assert pid, "needs the project's local OpenSearch (falco-ingest stack up)"
+    topic = f"c-{uid}"
+    first, second = make_alerts(2000, tag=uid + "a"), make_alerts(2000, tag=uid + "b")
+    await produce(topic, first)
+    settings = consumer_settings(topic, prefix, retry_max_s=1.0, retry_initial_s=0.1)
+    task = asyncio.create_task(run_consumer(settings, stop_when_idle=6))
+    await wait_for_docs(prefix, 2000, task)
+    os.kill(pid, signal.SIGSTOP)  # OpenSearch stops answering
+    try:
+        await produce(topic, second)
+        await asyncio.sleep(10)
+        assert not task.done(), "the consumer must wait for OpenSearch, not exit"
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    stats = await asyncio.wait_for(task, timeout=120)
+    assert await count_docs(prefix) == 4000
+    assert stats.indexed + stats.duplicates >= 4000
+    assert not stats.dead_lettered
+
+
+async def test_two_consumers_rebalance_nothing_lost_or_duplicated(prefix, uid):
+    topic = f"c-{uid}"
+    n = 30_000
+    # small, one-at-a-time bulks keep the first consumer busy long enough to be rebalanced
+    settings = consumer_settings(topic, prefix, batch_max_docs=50, max_inflight_bulks=1)
+    await ensure_topics(settings.kafka, topic)
+    await produce(topic, make_alerts(n, tag=uid), key=None)
+    a = asyncio.create_task(run_consumer(settings, stop_when_idle=5))
+    await wait_for_docs(prefix, 1000, a)
+    b = asyncio.create_task(run_consumer(settings, stop_when_idle=5))
+    sa, sb = await asyncio.wait_for(asyncio.gather(a, b), timeout=300)
+    assert sb.consumed > 0, "the second consumer never got partitions"
+    assert await count_docs(prefix) == n
+    assert sa.indexed + sb.indexed == n
+    assert not sa.dead_lettered and not sb.dead_lettered
