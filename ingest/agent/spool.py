@@ -62,6 +62,14 @@ class Spool:
     def pending_bytes(self) -> int:
         return self._pending
 
+    @property
+    def room(self) -> int:
+        return max(0, self.max_bytes - self._pending)
+
+    @staticmethod
+    def record_size(name: str, value: bytes) -> int:
+        return _HEAD.size + len(name.encode()) + len(value)
+
     def append(self, items: list[tuple[str, int, bytes]]) -> bool:
         """Append all of ``items`` or none (False when the spool is full)."""
         blobs = []

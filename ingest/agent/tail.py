@@ -16,6 +16,7 @@ from ingest.agent.intake import Intake
 
 log = logging.getLogger(__name__)
 CHUNK = 1024 * 1024
+HEAD = 256  # bytes of the file's start that identify its content (truncation check)
 
 
 class Positions:
@@ -46,22 +47,25 @@ class FileTail:
         self.once = once
         self.poll_s = 0.1
 
-    def _saved(self) -> tuple[int, int, int] | None:
+    def _saved(self) -> tuple[int, int, int, bytes] | None:
         got = self.positions.data.get(str(self.path))
-        return (got["dev"], got["ino"], got["offset"]) if got else None
+        if not got:
+            return None
+        return got["dev"], got["ino"], got["offset"], bytes.fromhex(str(got.get("head", "")))
 
-    def _remember(self, st: os.stat_result, offset: int) -> None:
+    def _remember(self, st: os.stat_result, offset: int, head: bytes) -> None:
         self.positions.data[str(self.path)] = {
             "dev": st.st_dev,
             "ino": st.st_ino,
             "offset": offset,
+            "head": head.hex(),  # type: ignore[dict-item]
         }
 
     def _resume(self) -> tuple[BinaryIO | None, int]:
         """Open where we left off; a file rotated away while we were down is finished first."""
         saved = self._saved()
         if saved is not None:
-            dev, ino, offset = saved
+            dev, ino, offset, head = saved
             for candidate in [self.path, *sorted(self.path.parent.glob(self.path.name + "*"))]:
                 try:
                     st = candidate.stat()
@@ -69,7 +73,8 @@ class FileTail:
                     continue
                 if (st.st_dev, st.st_ino) == (dev, ino):
                     fh = candidate.open("rb")
-                    return fh, offset if st.st_size >= offset else 0
+                    same = st.st_size >= offset and _head(fh, len(head)) == head
+                    return fh, offset if same else 0
         try:
             return self.path.open("rb"), 0
         except FileNotFoundError:
@@ -78,30 +83,41 @@ class FileTail:
     async def run(self, stop: asyncio.Event) -> None:
         fh, offset = self._resume()
         buf = b""
+        head = _head(fh, HEAD) if fh else b""
         last_save = 0.0
         while not stop.is_set():
             if fh is None:
                 try:
-                    fh, offset, buf = self.path.open("rb"), 0, b""
+                    fh, offset, buf, head = self.path.open("rb"), 0, b"", b""
                 except FileNotFoundError:
                     await asyncio.sleep(self.poll_s)
                     continue
             st = os.fstat(fh.fileno())
-            if st.st_size < offset:  # copytruncate: the file starts again
+            # copytruncate: the file got shorter, or (if it already grew back) starts with
+            # other bytes than it did.
+            if st.st_size < offset or (head and _head(fh, len(head)) != head):
                 log.info("file truncated, reading from the start", extra={"path": str(self.path)})
-                offset, buf = 0, b""
+                offset, buf, head = 0, b"", b""
+            if len(head) < HEAD:
+                head = _head(fh, HEAD)
             fh.seek(offset + len(buf))
             data = fh.read(CHUNK)
             if data:
                 buf += data
                 cut = buf.rfind(b"\n")
                 if cut >= 0:
-                    lines = [ln for ln in buf[:cut].split(b"\n") if ln.strip()]
-                    if not await self.intake.put(self.name, lines, stop):
-                        return  # stopped while the spool was full: position not moved
-                    offset += cut + 1
-                    buf = buf[cut + 1 :]
-                    self._remember(st, offset)
+                    pieces = buf[:cut].split(b"\n")
+                    while pieces:
+                        taken = await self.intake.take_some(self.name, pieces, stop)
+                        if not taken:
+                            break  # stopped while the spool was full: the file keeps the rest
+                        used = sum(len(p) + 1 for p in pieces[:taken])
+                        pieces = pieces[taken:]
+                        offset += used
+                        buf = buf[used:]
+                        self._remember(st, offset, head)
+                    if pieces:
+                        break
                     if time.monotonic() - last_save > 0.2:
                         self.positions.save()
                         last_save = time.monotonic()
@@ -110,7 +126,7 @@ class FileTail:
             if self._rotated(st):
                 log.info("file rotated, switching to the new one", extra={"path": str(self.path)})
                 fh.close()
-                fh, offset, buf = None, 0, b""
+                fh, offset, buf, head = None, 0, b"", b""
                 self.positions.data.pop(str(self.path), None)
                 continue
             self.positions.save()
@@ -127,3 +143,7 @@ class FileTail:
         except FileNotFoundError:
             return False  # renamed away, the new file is not there yet: keep the old one
         return (now.st_dev, now.st_ino) != (st.st_dev, st.st_ino)
+
+
+def _head(fh: BinaryIO, n: int) -> bytes:
+    return os.pread(fh.fileno(), n, 0) if n else b""

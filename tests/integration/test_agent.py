@@ -1,0 +1,244 @@
+"""The agent against the real Kafka: rotation, SIGKILL, Kafka down, HTTP, spool full."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import aiohttp
+import orjson
+
+from ingest.stack import process
+from ingest.stack.layout import Layout
+from tests.integration.conftest import make_alerts, read_topic
+
+
+def start_agent(tmp: Path, topic: str, *inputs: str, **env_over: str) -> subprocess.Popen:
+    env = dict(os.environ)
+    env.update(
+        INGEST_KAFKA__TOPIC=topic,
+        INGEST_AGENT__STATE_DIR=str(tmp / "state"),
+        INGEST_AGENT__HOSTNAME="test-host",
+        INGEST_METRICS_PORT="0",
+        INGEST_LOG_LEVEL="WARNING",
+        **env_over,
+    )
+    cmd = [sys.executable, "-m", "ingest.cli", "agent"]
+    for spec in inputs:
+        cmd += ["--input", spec]
+    return subprocess.Popen(cmd, env=env)
+
+
+def stop(proc: subprocess.Popen) -> int:
+    proc.send_signal(signal.SIGTERM)
+    return proc.wait(timeout=60)
+
+
+async def wait_tailing(tmp: Path) -> None:
+    """The agent saves its positions once it has opened its files."""
+    for _ in range(300):
+        if (tmp / "state" / "positions.json").exists():
+            return
+        await asyncio.sleep(0.1)
+    raise AssertionError("the agent did not start tailing")
+
+
+async def wait_in_kafka(topic: str, expected: set[bytes], timeout: float = 120) -> list:
+    deadline = time.monotonic() + timeout
+    while True:
+        got = await read_topic(topic, idle_s=2)
+        if expected <= {m.value for m in got} or time.monotonic() > deadline:
+            return got
+        await asyncio.sleep(1)
+
+
+async def test_file_rotation_both_ways_every_alert_once_byte_identical(stack, tmp_path, uid):
+    topic = f"a-{uid}"
+    log = tmp_path / "falco.json"
+    lines = make_alerts(6000, tag=uid)
+    log.touch()
+    agent = start_agent(tmp_path, topic, f"file:{log}")
+    await wait_tailing(tmp_path)
+    try:
+        fh = log.open("ab")
+        for round_, start in enumerate(range(0, 6000, 1000)):
+            chunk = lines[start : start + 1000]
+            for i in range(0, 1000, 100):  # Falco appends a line at a time
+                fh.write(b"".join(ln + b"\n" for ln in chunk[i : i + 100]))
+                fh.flush()
+                await asyncio.sleep(0.01)
+            if round_ % 2 == 0:  # logrotate "create": rename, then a new file
+                fh.close()
+                log.rename(tmp_path / f"falco.json.{round_}")
+                fh = log.open("ab")
+            else:  # logrotate "copytruncate"
+                await asyncio.sleep(0.5)  # logrotate runs when the tail has caught up
+                shutil.copy(log, tmp_path / f"falco.json.{round_}")
+                fh.truncate(0)
+                fh.seek(0)
+        fh.close()
+        got = await wait_in_kafka(topic, set(lines))
+    finally:
+        assert stop(agent) == 0
+    values = [m.value for m in got]
+    counts = Counter(values)
+    missing = [i for i, ln in enumerate(lines) if ln not in counts]
+    doubled = [i for i, ln in enumerate(lines) if counts[ln] > 1]
+    assert (missing[:20], doubled[:20]) == ([], [])
+    assert sorted(values) == sorted(lines)  # every alert, once, byte for byte
+    first = got[0]
+    headers = dict(first.headers)
+    assert first.key == b"test-host"
+    assert headers["falco-ingest.host"] == b"test-host"
+    assert headers["falco-ingest.input"].startswith(b"file:")
+    assert {"falco-ingest.received", "falco-ingest.version"} <= set(headers)
+
+
+async def test_agent_sigkill_mid_file_then_restart_loses_nothing(stack, tmp_path, uid):
+    topic = f"a-{uid}"
+    log = tmp_path / "falco.json"
+    lines = make_alerts(30_000, tag=uid)
+    log.write_bytes(b"".join(ln + b"\n" for ln in lines))
+    agent = start_agent(tmp_path, topic, f"file:{log}")
+    try:
+        deadline = time.monotonic() + 60
+        while len(await read_topic(topic, idle_s=0.3)) < 2000:
+            assert time.monotonic() < deadline
+    finally:
+        agent.send_signal(signal.SIGKILL)
+        agent.wait()
+    agent = start_agent(tmp_path, topic, f"file:{log}")
+    try:
+        got = await wait_in_kafka(topic, set(lines))
+    finally:
+        assert stop(agent) == 0
+    assert {m.value for m in got} == set(lines)
+
+
+async def test_kafka_stopped_while_10000_alerts_arrive(stack, tmp_path, uid):
+    pid = process.read_pid(Layout.default().root / "kafka" / "kafka.pid")
+    assert pid, "needs the project's local Kafka (falco-ingest stack up)"
+    topic = f"a-{uid}"
+    log = tmp_path / "falco.json"
+    log.touch()
+    lines = make_alerts(10_000, tag=uid)
+    agent = start_agent(tmp_path, topic, f"file:{log}")
+    await wait_tailing(tmp_path)
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        with log.open("ab") as fh:
+            for i in range(0, 10_000, 500):
+                fh.write(b"".join(ln + b"\n" for ln in lines[i : i + 500]))
+                fh.flush()
+                await asyncio.sleep(0.05)
+        await asyncio.sleep(5)
+        assert agent.poll() is None
+        spool = sum(p.stat().st_size for p in (tmp_path / "state" / "spool").glob("*.seg"))
+        assert spool > 10_000 * 200  # the alerts wait on disk
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    try:
+        got = await wait_in_kafka(topic, set(lines), timeout=180)
+    finally:
+        assert stop(agent) == 0
+    assert {m.value for m in got} == set(lines)
+
+
+async def test_concurrent_http_posts_all_reach_kafka(stack, tmp_path, uid):
+    topic = f"a-{uid}"
+    port = 39800 + int(uid[:4], 16) % 100
+    agent = start_agent(tmp_path, topic, f"http://127.0.0.1:{port}")
+    alerts = make_alerts(2000, tag=uid)
+    try:
+        async with aiohttp.ClientSession() as session:
+            for _ in range(100):
+                try:
+                    async with session.get(f"http://127.0.0.1:{port}/ping") as r:
+                        if r.status == 200:
+                            break
+                except aiohttp.ClientError:
+                    await asyncio.sleep(0.1)
+
+            async def post(chunk: list[bytes]) -> list[int]:
+                out = []
+                for a in chunk:
+                    async with session.post(
+                        f"http://127.0.0.1:{port}/",
+                        data=a,
+                        headers={"Content-Type": "application/json"},
+                    ) as r:
+                        out.append(r.status)
+                return out
+
+            statuses = await asyncio.gather(*(post(alerts[i::40]) for i in range(40)))
+            ndjson = make_alerts(10, tag=uid + "nd")
+            async with session.post(f"http://127.0.0.1:{port}/", data=b"\n".join(ndjson)) as r:
+                assert r.status == 200
+            async with session.post(
+                f"http://127.0.0.1:{port}/", data=b"x" * (5 * 1024 * 1024)
+            ) as r:
+                assert r.status == 413
+        assert {s for chunk in statuses for s in chunk} == {200}
+        got = await wait_in_kafka(topic, set(alerts) | set(ndjson))
+    finally:
+        assert stop(agent) == 0
+    values = [m.value for m in got]
+    assert sorted(values) == sorted(alerts + ndjson)
+
+
+async def test_spool_full_holds_inputs_back_and_loses_nothing(stack, tmp_path, uid):
+    topic = f"a-{uid}"
+    port = 39900 + int(uid[:4], 16) % 90
+    log = tmp_path / "falco.json"
+    file_lines = make_alerts(400, tag=uid + "f")
+    log.write_bytes(b"".join(ln + b"\n" for ln in file_lines))
+    dead_kafka = {
+        "INGEST_KAFKA__BOOTSTRAP_SERVERS": "127.0.0.1:9",
+        "INGEST_AGENT__SPOOL_MAX_BYTES": "60000",
+    }
+    agent = start_agent(tmp_path, topic, f"file:{log}", f"http://127.0.0.1:{port}", **dead_kafka)
+    accepted, refused = [], 0
+    try:
+        await asyncio.sleep(3)
+        async with aiohttp.ClientSession() as session:
+            for a in make_alerts(50, tag=uid + "h"):
+                async with session.post(f"http://127.0.0.1:{port}/", data=a) as r:
+                    if r.status == 200:
+                        accepted.append(a)
+                    else:
+                        assert r.status == 503
+                        refused += 1
+    finally:
+        assert stop(agent) == 0
+    assert refused > 0, "a full spool must answer 503"
+    pos = orjson.loads((tmp_path / "state" / "positions.json").read_bytes())
+    assert pos[str(log)]["offset"] < log.stat().st_size  # the file keeps what did not fit
+    # Kafka back: everything the agent accepted, and the rest of the file, arrives.
+    agent = start_agent(tmp_path, topic, f"file:{log}")
+    try:
+        got = await wait_in_kafka(topic, set(file_lines) | set(accepted))
+    finally:
+        assert stop(agent) == 0
+    assert set(file_lines) | set(accepted) <= {m.value for m in got}
+
+
+async def test_oversized_alert_is_kept_in_the_reject_file(stack, tmp_path, uid):
+    topic = f"a-{uid}"
+    log = tmp_path / "falco.json"
+    big = b'{"rule":"r","output":"' + b"x" * 950_000 + b'"}'
+    small = make_alerts(3, tag=uid)
+    log.write_bytes(b"\n".join([small[0], big, *small[1:]]) + b"\n")
+    agent = start_agent(tmp_path, topic, f"file:{log}")
+    try:
+        got = await wait_in_kafka(topic, set(small))
+    finally:
+        assert stop(agent) == 0
+    assert sorted(m.value for m in got) == sorted(small)
+    assert (tmp_path / "state" / "rejected.jsonl").read_bytes() == big + b"\n"
