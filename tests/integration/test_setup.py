@@ -1,0 +1,47 @@
+"""`falco-ingest setup` against the real OpenSearch: idempotent, drift shown, mapping applied."""
+
+from __future__ import annotations
+
+from ingest.config import OpsSettings, load
+from ingest.ops.setup import DRIFT_EXIT, run_setup
+from tests.integration.conftest import os_client
+
+
+def ops_for(prefix: str) -> OpsSettings:
+    base = load(OpsSettings)
+    return base.model_copy(
+        update={
+            "opensearch": base.opensearch.model_copy(update={"index_prefix": prefix}),
+            "kafka": base.kafka.model_copy(update={"create_topics": False}),
+        }
+    )
+
+
+async def test_plan_shows_no_drift_after_setup_and_reports_a_hand_made_change(prefix, capsys):
+    ops = ops_for(prefix)
+    assert await run_setup(ops, plan_only=True) == 0
+    assert "no drift" in capsys.readouterr().out
+    async with os_client() as client:  # someone edits the mapping by hand
+        tpl = await client.cluster.get_component_template(name=f"{prefix}-mappings")
+        body = tpl["component_templates"][0]["component_template"]
+        body["template"]["mappings"]["properties"]["falco_rule"] = {"type": "text"}
+        await client.cluster.put_component_template(name=f"{prefix}-mappings", body=body)
+    assert await run_setup(ops, plan_only=True) == DRIFT_EXIT
+    out = capsys.readouterr().out
+    assert f"update  component_template {prefix}-mappings" in out
+    assert "drift: cluster differs from git" in out
+    assert await run_setup(ops) == 0  # setup puts git's version back
+    assert await run_setup(ops, plan_only=True) == 0
+
+
+async def test_a_new_daily_index_gets_the_mapping_settings_and_alias(prefix):
+    index = f"{prefix}-2026.11.20"
+    async with os_client() as client:
+        await client.index(index=index, body={"@timestamp": "2026-11-20T00:00:00.000000001Z"})
+        mapping = (await client.indices.get_mapping(index=index))[index]["mappings"]
+        assert mapping["properties"]["output_fields"]["type"] == "flat_object"
+        assert mapping["properties"]["falco_priority"]["type"] == "byte"
+        settings = (await client.indices.get_settings(index=index))[index]["settings"]["index"]
+        assert settings["codec"] == "best_compression"
+        aliases = await client.indices.get_alias(index=index)
+        assert prefix in aliases[index]["aliases"]
