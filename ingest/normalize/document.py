@@ -5,17 +5,17 @@ Pure: no I/O, no clock (the caller passes ``now_ns``), no exceptions escape for 
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import re
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 import orjson
 
 from ingest.normalize.timestamps import MAX_NS, NS, format_ns, from_epoch_ns, parse_rfc3339
 
-PRIORITIES = {
+PRIORITIES: dict[str, tuple[int, str]] = {
     "emergency": (0, "Emergency"),
     "alert": (1, "Alert"),
     "critical": (2, "Critical"),
@@ -26,6 +26,7 @@ PRIORITIES = {
     "info": (6, "Informational"),
     "debug": (7, "Debug"),
 }
+PRIORITIES.update({name: value for value in list(PRIORITIES.values()) for name in [value[1]]})
 CF_KEYS = frozenset(
     "app app_id app_instance org org_id space space_id process_id process_instance_id "
     "process_type".split()
@@ -86,13 +87,13 @@ def normalize(
     if not isinstance(alert, dict):
         return Rejection("not_an_object", f"top level is {type(alert).__name__}")
     try:
-        return _from_alert(alert, lineage, now_ns, limits)
+        return _from_alert(alert, lineage, now_ns, limits, len(raw) > MAX_VALUE_BYTES)
     except orjson.JSONEncodeError as exc:  # nesting deeper than orjson writes
         return Rejection("unencodable", str(exc)[:200])
 
 
 def _from_alert(
-    alert: dict[str, Any], lineage: Lineage | None, now_ns: int, limits: Limits
+    alert: dict[str, Any], lineage: Lineage | None, now_ns: int, limits: Limits, large: bool
 ) -> Document | Rejection:
     rule = alert.get("rule")
     if not isinstance(rule, str) or not rule.strip():
@@ -100,7 +101,7 @@ def _from_alert(
     prio = alert.get("priority")
     if not isinstance(prio, str):
         return Rejection("bad_priority", f"priority is {type(prio).__name__}, not a name")
-    known = PRIORITIES.get(prio.strip().lower())
+    known = PRIORITIES.get(prio) or PRIORITIES.get(prio.strip().lower())
     if known is None:
         return Rejection("bad_priority", f"unknown priority {prio[:40]!r}")
     fields = alert.get("output_fields")
@@ -115,7 +116,7 @@ def _from_alert(
         return Rejection("too_old", f"event time {format_ns(ns)[0]} is past hot retention")
     if ns > now_ns + limits.max_future_ns:
         return Rejection("too_far_in_future", f"event time {format_ns(ns)[0]} is in the future")
-    return _document(alert, rule, known, fields or {}, ns, lineage, now_ns)
+    return _document(alert, rule, known, fields or {}, ns, lineage, now_ns, large)
 
 
 def _event_ns(time_value: object, fields: dict[str, Any] | None) -> int | None:
@@ -139,14 +140,29 @@ def _document(
     ns: int,
     lineage: Lineage | None,
     now_ns: int,
+    large: bool,
 ) -> Document:
-    timestamp, day = format_ns(ns)
+    time_text = alert.get("time")
+    if (
+        isinstance(time_text, str)
+        and len(time_text) == 30
+        and time_text[-1] == "Z"
+        and time_text[19] == "."
+        and ns % NS == int(time_text[20:29])  # it is the time that was parsed
+        and parse_rfc3339(time_text) == ns
+    ):
+        # Falco's own form is already the canonical one: reuse it.
+        timestamp = time_text
+        day = f"{time_text[0:4]}.{time_text[5:7]}.{time_text[8:10]}"
+    else:
+        timestamp, day = format_ns(ns)
     output = alert.get("output")
     message = alert.get("message")
     hostname = alert.get("hostname")
     source = alert.get("source")
     text = output if isinstance(output, str) else message if isinstance(message, str) else None
-    safe_fields, truncated = _safe_fields(fields)
+    # No value of an alert under MAX_VALUE_BYTES can be too long: skip the scan then.
+    safe_fields, truncated = _safe_fields(fields) if large else (fields, [])
     if text is None:
         pairs = " ".join(f"{k}={v}" for k, v in sorted(safe_fields.items()))
         text = f"{priority[1]} {rule}" + (f" | {pairs}" if pairs else "")
@@ -167,7 +183,7 @@ def _document(
     if isinstance(tags, list):
         tag_list = [t if isinstance(t, str) else orjson.dumps(t).decode() for t in tags]
         doc["falco_tags"] = tag_list
-        techniques = [t for t in tag_list if _TECHNIQUE.fullmatch(t)]
+        techniques = [t for t in tag_list if t[:1] == "T" and _TECHNIQUE.fullmatch(t)]
         if techniques:
             doc["falco_mitre_techniques"] = techniques
         tactics = [t[6:] for t in tag_list if t.startswith("mitre_")]
@@ -177,12 +193,11 @@ def _document(
         doc["falco_message"] = message
     if isinstance(alert.get("uuid"), str):
         doc["falco_sidekick_uuid"] = alert["uuid"]
-    cf = {k: fields[k] for k in CF_KEYS.intersection(fields)}
-    if cf:
-        doc["@cf"] = cf
-    extra = {k: v for k, v in alert.items() if k not in _KNOWN}
-    if extra:
-        doc["falco_extra"], extra_trunc = _safe_fields(extra)
+    if not CF_KEYS.isdisjoint(fields):
+        doc["@cf"] = {k: fields[k] for k in CF_KEYS.intersection(fields)}
+    if not alert.keys() <= _KNOWN:
+        extra = {k: v for k, v in alert.items() if k not in _KNOWN}
+        doc["falco_extra"], extra_trunc = _safe_fields(extra) if large else (extra, [])
         truncated += ["falco_extra." + k for k in extra_trunc]
     if truncated:
         doc["falco_truncated_fields"] = truncated
@@ -193,6 +208,17 @@ def _document(
 
 def _safe_fields(fields: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
     """Keep every key; shorten only what OpenSearch would refuse (over-long terms)."""
+    limit = MAX_VALUE_BYTES // 4
+    for key, value in fields.items():
+        if not key or len(key) > MAX_KEY_CHARS:
+            break
+        if isinstance(value, str):
+            if len(value) > limit:
+                break
+        elif isinstance(value, dict | list):
+            break
+    else:
+        return fields, []  # the common case: nothing to change, no copy
     out: dict[str, Any] = {}
     truncated: list[str] = []
     for key, value in fields.items():
@@ -213,8 +239,13 @@ def _safe_fields(fields: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
     return out, truncated
 
 
+@lru_cache(maxsize=8)
+def _ingest_time(now_ns: int) -> str:
+    return format_ns(now_ns)[0]
+
+
 def _lineage(lineage: Lineage | None, now_ns: int) -> dict[str, Any]:
-    out: dict[str, Any] = {"time": format_ns(now_ns)[0]}
+    out: dict[str, Any] = {"time": _ingest_time(now_ns)}
     if lineage is None:
         return out
     out["topic"] = lineage.topic
@@ -255,5 +286,4 @@ def _doc_id(
     parts = [str(ns), str(hostname), rule, str(priority), str(source), text]
     if not isinstance(output, str) and not isinstance(message, str):
         parts.append(orjson.dumps(fields, option=orjson.OPT_SORT_KEYS).decode())
-    digest = hashlib.blake2b("\x1f".join(parts).encode(), digest_size=16).digest()
-    return base64.urlsafe_b64encode(digest).decode().rstrip("=")
+    return hashlib.blake2b("\x1f".join(parts).encode(), digest_size=16).hexdigest()
