@@ -87,6 +87,7 @@ class FalcoConsumer:
         self.first_assignment: float | None = None
         self._commit_lock = asyncio.Lock()
         self._paused = False
+        self._slot_free = asyncio.Event()
         self._failure: BaseException | None = None
 
     def ready(self) -> bool:
@@ -105,7 +106,18 @@ class FalcoConsumer:
                 len(self.tasks) < s.max_inflight_bulks
             ):
                 self.dispatch()
-            self._set_paused(self.batch.full(s.batch_max_docs, s.batch_max_bytes))
+            full = self.batch.full(s.batch_max_docs, s.batch_max_bytes)
+            self._set_paused(full)
+            if full:
+                # Every write slot is busy: wait for one to free (not for a fetch timeout),
+                # then poll without waiting so the group sees this member alive.
+                self._slot_free.clear()
+                try:
+                    await asyncio.wait_for(self._slot_free.wait(), timeout=1.0)
+                except TimeoutError:
+                    pass
+                await self.kafka.getmany(timeout_ms=0, max_records=1)
+                continue
             room = max(1, min(s.fetch_max_records, s.batch_max_docs - self.batch.size))
             wait_ms = max(10, min(s.linger_ms, 500)) if self.batch.size else 500
             records = await self.kafka.getmany(timeout_ms=wait_ms, max_records=room)
@@ -157,6 +169,7 @@ class FalcoConsumer:
 
     def _finished(self, task: asyncio.Task[None]) -> None:
         self.tasks.discard(task)
+        self._slot_free.set()
         metrics.INFLIGHT.set(len(self.tasks))
         if not task.cancelled() and task.exception() is not None:
             # Nothing of that batch is committed; stop rather than skip past it.
