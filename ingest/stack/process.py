@@ -11,6 +11,11 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 
+# The services outlive the command that starts them; keeping their Popen objects stops
+# Python from warning that a child it forgot is "still running".
+_STARTED: list[subprocess.Popen[bytes]] = []
+
+
 def alive(pid: int) -> bool:
     """True while ``pid`` runs and is not a zombie."""
     try:
@@ -56,6 +61,7 @@ def spawn(
             user=user,
             start_new_session=True,
         )
+    _STARTED.append(proc)
     pid_file.write_text(str(proc.pid))
     return proc.pid
 

@@ -49,3 +49,24 @@ def test_compose_config_validates():
         text=True,
     )
     assert res.returncode == 0, res.stderr
+
+
+K8S = ROOT / "deploy" / "k8s"
+
+
+def test_kubernetes_manifests_parse_and_use_real_settings(monkeypatch):
+    docs = [d for f in sorted(K8S.glob("*.yaml")) for d in yaml.safe_load_all(f.read_text()) if d]
+    kinds = {d["kind"] for d in docs}
+    assert {"DaemonSet", "Deployment", "ConfigMap", "Job", "PodDisruptionBudget"} <= kinds
+    for key in list(os.environ):
+        if key.startswith("INGEST_"):
+            monkeypatch.delenv(key)
+    config = next(d for d in docs if d["kind"] == "ConfigMap")
+    for key, value in config["data"].items():
+        monkeypatch.setenv(key, value)
+    for d in docs:
+        if d["kind"] in ("DaemonSet", "Deployment"):
+            for c in d["spec"]["template"]["spec"]["containers"]:
+                for e in c.get("env", []):
+                    monkeypatch.setenv(e["name"], e.get("value", "x"))
+    assert _unknown_env() == []
