@@ -16,6 +16,7 @@ from ingest.agent.spool import Entry, Spool
 from ingest.normalize.timestamps import format_ns
 
 log = logging.getLogger(__name__)
+LINGER_S = 0.05
 
 
 class KafkaShipper:
@@ -51,6 +52,7 @@ class KafkaShipper:
                 self.spool.new_data.clear()
                 try:
                     await asyncio.wait_for(self.spool.new_data.wait(), timeout=0.5)
+                    await asyncio.sleep(LINGER_S)  # let a trickle of alerts share a request
                 except TimeoutError:
                     pass
                 continue

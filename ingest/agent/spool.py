@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import os
 import struct
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from ingest import metrics
 
 _HEAD = struct.Struct(">IHQ")  # record length, input-name length, received (ns)
 SEGMENT_BYTES = 64 * 1024 * 1024
+CURSOR_EVERY_S = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +45,7 @@ class Spool:
         self._pending = sum(self._path(s).stat().st_size for s in segs if s >= self._read_seg)
         self._pending -= self._read_off if self._read_seg in segs else 0
         self.new_data = asyncio.Event()
+        self._cursor_saved = 0.0
         self._sync_lock = asyncio.Lock()
         metrics.AGENT_SPOOL_BYTES.set(self._pending)
 
@@ -140,17 +143,28 @@ class Spool:
             freed += entry.end
         else:
             freed += entry.end - self._read_off
+        moved_segment = entry.segment != self._read_seg
         self._read_seg, self._read_off = entry.segment, entry.end
-        tmp = self._cursor_file.with_suffix(".tmp")
-        tmp.write_text(f"{entry.segment} {entry.end}")
-        os.replace(tmp, self._cursor_file)
-        for old in self.dir.glob("*.seg"):
-            if int(old.stem) < entry.segment:
-                old.unlink(missing_ok=True)
+        now = time.monotonic()
+        # The cursor file is rewritten at most every CURSOR_EVERY_S (and on close): after a
+        # crash the few alerts past it are sent again, and the consumer stores them once.
+        if moved_segment or now - self._cursor_saved >= CURSOR_EVERY_S:
+            self._save_cursor()
+        if moved_segment:
+            for old in self.dir.glob("*.seg"):
+                if int(old.stem) < entry.segment:
+                    old.unlink(missing_ok=True)
         self._pending = max(0, self._pending - freed)
         metrics.AGENT_SPOOL_BYTES.set(self._pending)
 
+    def _save_cursor(self) -> None:
+        tmp = self._cursor_file.with_suffix(".tmp")
+        tmp.write_text(f"{self._read_seg} {self._read_off}")
+        os.replace(tmp, self._cursor_file)
+        self._cursor_saved = time.monotonic()
+
     def close(self) -> None:
+        self._save_cursor()
         self._writer.flush()
         os.fsync(self._writer.fileno())
         self._writer.close()

@@ -16,6 +16,7 @@ from ingest.agent.intake import Intake
 
 log = logging.getLogger(__name__)
 CHUNK = 1024 * 1024
+SAVE_EVERY_S = 1.0  # a crash re-reads at most this much; the consumer dedupes
 HEAD = 256  # bytes of the file's start that identify its content (truncation check)
 
 
@@ -29,8 +30,12 @@ class Positions:
             self.data: dict[str, dict[str, int]] = orjson.loads(self.file.read_bytes())
         except (OSError, orjson.JSONDecodeError):
             self.data = {}
+        self.dirty = not self.file.exists()
 
     def save(self) -> None:
+        if not self.dirty:
+            return
+        self.dirty = False
         tmp = self.file.with_suffix(".tmp")
         tmp.write_bytes(orjson.dumps(self.data))
         os.replace(tmp, self.file)
@@ -45,7 +50,7 @@ class FileTail:
         self.intake = intake
         self.positions = positions
         self.once = once
-        self.poll_s = 0.1
+        self.poll_s = 0.2
 
     def _saved(self) -> tuple[int, int, int, bytes] | None:
         got = self.positions.data.get(str(self.path))
@@ -60,6 +65,7 @@ class FileTail:
             "offset": offset,
             "head": head.hex(),  # type: ignore[dict-item]
         }
+        self.positions.dirty = True
 
     def _resume(self) -> tuple[BinaryIO | None, int]:
         """Open where we left off; a file rotated away while we were down is finished first."""
@@ -85,6 +91,7 @@ class FileTail:
         buf = b""
         head = _head(fh, HEAD) if fh else b""
         last_save = 0.0
+        seen_size = -1
         while not stop.is_set():
             if fh is None:
                 try:
@@ -93,6 +100,21 @@ class FileTail:
                     await asyncio.sleep(self.poll_s)
                     continue
             st = os.fstat(fh.fileno())
+            if st.st_size == seen_size and offset + len(buf) == st.st_size and len(head) >= HEAD:
+                # Quiet file: only a rotation can have happened.
+                if self._rotated(st):
+                    log.info("file rotated, switching", extra={"path": str(self.path)})
+                    fh.close()
+                    fh, offset, buf, head, seen_size = None, 0, b"", b"", -1
+                    self.positions.data.pop(str(self.path), None)
+                    self.positions.dirty = True
+                    continue
+                self.positions.save()
+                if self.once:
+                    break
+                await asyncio.sleep(self.poll_s)
+                continue
+            seen_size = st.st_size
             # copytruncate: the file got shorter, or (if it already grew back) starts with
             # other bytes than it did.
             if st.st_size < offset or (head and _head(fh, len(head)) != head):
@@ -118,7 +140,7 @@ class FileTail:
                         self._remember(st, offset, head)
                     if pieces:
                         break
-                    if time.monotonic() - last_save > 0.2:
+                    if time.monotonic() - last_save > SAVE_EVERY_S:
                         self.positions.save()
                         last_save = time.monotonic()
                 continue
@@ -126,8 +148,9 @@ class FileTail:
             if self._rotated(st):
                 log.info("file rotated, switching to the new one", extra={"path": str(self.path)})
                 fh.close()
-                fh, offset, buf, head = None, 0, b"", b""
+                fh, offset, buf, head, seen_size = None, 0, b"", b"", -1
                 self.positions.data.pop(str(self.path), None)
+                self.positions.dirty = True
                 continue
             self.positions.save()
             if self.once:
