@@ -242,3 +242,127 @@ async def test_oversized_alert_is_kept_in_the_reject_file(stack, tmp_path, uid):
         assert stop(agent) == 0
     assert sorted(m.value for m in got) == sorted(small)
     assert (tmp_path / "state" / "rejected.jsonl").read_bytes() == big + b"\n"
+
+
+async def test_stdin_program_output_reaches_kafka_and_exits_at_eof(stack, tmp_path, uid):
+    topic = f"a-{uid}"
+    alerts = make_alerts(300, tag=uid)
+    env = dict(
+        os.environ,
+        INGEST_KAFKA__TOPIC=topic,
+        INGEST_AGENT__STATE_DIR=str(tmp_path / "s"),
+        INGEST_METRICS_PORT="0",
+        INGEST_LOG_LEVEL="WARNING",
+    )
+    proc = subprocess.run(
+        [sys.executable, "-m", "ingest.cli", "agent", "--input", "stdin"],
+        input=b"\n".join(alerts) + b"\n",
+        env=env,
+        timeout=120,
+    )
+    assert proc.returncode == 0
+    got = await wait_in_kafka(topic, set(alerts))
+    assert sorted(m.value for m in got) == sorted(alerts)
+    assert {dict(m.headers)["falco-ingest.input"] for m in got} == {b"stdin"}
+
+
+def _certs(d: Path) -> dict[str, Path]:
+    """A CA, a server certificate for 127.0.0.1 and a client certificate (openssl CLI)."""
+
+    def run(*args: str) -> None:
+        subprocess.run(["openssl", *args], check=True, capture_output=True)
+
+    run(
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=test-ca",
+        "-keyout",
+        str(d / "ca.key"),
+        "-out",
+        str(d / "ca.pem"),
+    )
+    for name, ext in (
+        ("server", "subjectAltName=IP:127.0.0.1"),
+        ("client", "extendedKeyUsage=clientAuth"),
+    ):
+        run(
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-subj",
+            f"/CN={name}",
+            "-keyout",
+            str(d / f"{name}.key"),
+            "-out",
+            str(d / f"{name}.csr"),
+        )
+        (d / f"{name}.ext").write_text(ext + "\n")
+        run(
+            "x509",
+            "-req",
+            "-in",
+            str(d / f"{name}.csr"),
+            "-CA",
+            str(d / "ca.pem"),
+            "-CAkey",
+            str(d / "ca.key"),
+            "-CAcreateserial",
+            "-days",
+            "2",
+            "-extfile",
+            str(d / f"{name}.ext"),
+            "-out",
+            str(d / f"{name}.pem"),
+        )
+    return {n: d / n for n in ("ca.pem", "server.pem", "server.key", "client.pem", "client.key")}
+
+
+async def test_https_receiver_requires_a_client_certificate(stack, tmp_path, uid):
+    import ssl
+
+    certs = _certs(tmp_path)
+    topic = f"a-{uid}"
+    port = 39700 + int(uid[:4], 16) % 90
+    agent = start_agent(
+        tmp_path,
+        topic,
+        f"https://127.0.0.1:{port}",
+        INGEST_AGENT__TLS_CERT=str(certs["server.pem"]),
+        INGEST_AGENT__TLS_KEY=str(certs["server.key"]),
+        INGEST_AGENT__TLS_CLIENT_CA=str(certs["ca.pem"]),
+    )
+    alert = make_alerts(1, tag=uid)[0]
+    with_cert = ssl.create_default_context(cafile=str(certs["ca.pem"]))
+    with_cert.load_cert_chain(certs["client.pem"], certs["client.key"])
+    without_cert = ssl.create_default_context(cafile=str(certs["ca.pem"]))
+    try:
+        async with aiohttp.ClientSession() as session:
+            for _ in range(100):
+                try:
+                    async with session.post(
+                        f"https://127.0.0.1:{port}/", data=alert, ssl=with_cert
+                    ) as r:
+                        assert r.status == 200
+                        break
+                except aiohttp.ClientConnectorError:
+                    await asyncio.sleep(0.1)
+            refused = False
+            try:
+                async with session.post(
+                    f"https://127.0.0.1:{port}/", data=alert, ssl=without_cert
+                ) as r:
+                    refused = r.status >= 400
+            except (aiohttp.ClientError, ssl.SSLError):
+                refused = True
+            assert refused, "a client without a certificate must be refused"
+        got = await wait_in_kafka(topic, {alert})
+    finally:
+        assert stop(agent) == 0
+    assert [m.value for m in got] == [alert]
