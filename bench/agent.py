@@ -57,9 +57,11 @@ def main() -> None:
         wall, cpu, rc = run_measured(base_cmd + [f"file:{log}"], agent_env(tmp / "s1", topic))
         assert rc == 0, rc
         net = n / (cpu - cpu0)
-        print(f"file -> Kafka: {n} alerts in {wall:.1f}s wall ({n / wall:,.0f} alerts/s), "
-              f"{n / cpu:,.0f} alerts per CPU-second with start-up, {net:,.0f} without "
-              f"(start-up alone: {cpu0:.2f} CPU-s); goal 50,000: ratio {net / 50_000:.2f}")
+        print(
+            f"file -> Kafka: {n} alerts in {wall:.1f}s wall ({n / wall:,.0f} alerts/s), "
+            f"{n / cpu:,.0f} alerts per CPU-second with start-up, {net:,.0f} without "
+            f"(start-up alone: {cpu0:.2f} CPU-s); goal 50,000: ratio {net / 50_000:.2f}"
+        )
 
         quiet = tmp / "quiet.json"
         quiet.touch()
@@ -78,8 +80,10 @@ def main() -> None:
                 fh.flush()
                 time.sleep(0.1)
         share = (cpu_seconds(proc.pid) - cpu0) / (time.perf_counter() - t0)
-        print(f"at 100 alerts/s: {share * 100:.2f}% of one core (goal <= 2%), "
-              f"RSS {rss_mb(proc.pid):.1f} MB")
+        print(
+            f"at 100 alerts/s: {share * 100:.2f}% of one core (goal <= 2%), "
+            f"RSS {rss_mb(proc.pid):.1f} MB"
+        )
         proc.terminate()
         proc.wait()
 

@@ -10,7 +10,6 @@ import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-
 # The services outlive the command that starts them; keeping their Popen objects stops
 # Python from warning that a child it forgot is "still running".
 _STARTED: list[subprocess.Popen[bytes]] = []
