@@ -91,7 +91,7 @@ class FileTail:
         buf = b""
         head = _head(fh, HEAD) if fh else b""
         last_save = 0.0
-        seen_size = -1
+        seen_stat: tuple[int, int] = (-1, -1)
         while not stop.is_set():
             if fh is None:
                 try:
@@ -100,12 +100,13 @@ class FileTail:
                     await asyncio.sleep(self.poll_s)
                     continue
             st = os.fstat(fh.fileno())
-            if st.st_size == seen_size and offset + len(buf) == st.st_size and len(head) >= HEAD:
+            seen = (st.st_size, st.st_mtime_ns)
+            if seen == seen_stat and offset + len(buf) == st.st_size and len(head) >= HEAD:
                 # Quiet file: only a rotation can have happened.
                 if self._rotated(st):
                     log.info("file rotated, switching", extra={"path": str(self.path)})
                     fh.close()
-                    fh, offset, buf, head, seen_size = None, 0, b"", b"", -1
+                    fh, offset, buf, head, seen_stat = None, 0, b"", b"", (-1, -1)
                     self.positions.data.pop(str(self.path), None)
                     self.positions.dirty = True
                     continue
@@ -114,7 +115,8 @@ class FileTail:
                     break
                 await asyncio.sleep(self.poll_s)
                 continue
-            seen_size = st.st_size
+            # Written to since the last look (a copytruncate can leave the same size behind).
+            seen_stat = seen
             # copytruncate: the file got shorter, or (if it already grew back) starts with
             # other bytes than it did.
             if st.st_size < offset or (head and _head(fh, len(head)) != head):
@@ -148,7 +150,7 @@ class FileTail:
             if self._rotated(st):
                 log.info("file rotated, switching to the new one", extra={"path": str(self.path)})
                 fh.close()
-                fh, offset, buf, head, seen_size = None, 0, b"", b"", -1
+                fh, offset, buf, head, seen_stat = None, 0, b"", b"", (-1, -1)
                 self.positions.data.pop(str(self.path), None)
                 self.positions.dirty = True
                 continue
