@@ -127,10 +127,12 @@ async def main() -> None:
     values = alerts(n, tag)
     await produce(topic, values)
     client = AsyncOpenSearch(hosts=[os.environ["INGEST_OPENSEARCH__URL"]], timeout=120)
-    prefixes = {k: f"bench-{k}-{tag}" for k in ("raw", "ours", "naive")}
+    prefixes = {k: f"bench-{k}-{tag}" for k in ("warmup", "raw", "ours", "naive")}
     for p in prefixes.values():
         await setup_prefix(p)
     try:
+        # a cold node (fresh JVM) would make the ceiling look low: warm it up first
+        await raw_bulk_ceiling(client, prefixes["warmup"], values[: max(1, n // 4)])
         ceiling = await raw_bulk_ceiling(client, prefixes["raw"], values)
         env = dict(
             os.environ,
