@@ -101,51 +101,41 @@ class FileTail:
                     continue
             st = os.fstat(fh.fileno())
             seen = (st.st_size, st.st_mtime_ns)
-            if seen == seen_stat and offset + len(buf) == st.st_size and len(head) >= HEAD:
-                # Quiet file: only a rotation can have happened.
-                if self._rotated(st):
-                    log.info("file rotated, switching", extra={"path": str(self.path)})
-                    fh.close()
-                    fh, offset, buf, head, seen_stat = None, 0, b"", b"", (-1, -1)
-                    self.positions.data.pop(str(self.path), None)
-                    self.positions.dirty = True
-                    continue
-                self.positions.save()
-                if self.once:
-                    break
-                await asyncio.sleep(self.poll_s)
-                continue
-            # Written to since the last look (a copytruncate can leave the same size behind).
+            # A file whose size and mtime did not change since the last look and that is read
+            # to its end is quiet; otherwise (a copytruncate can leave the same size behind)
+            # check for truncation and read.
+            quiet = seen == seen_stat and offset + len(buf) == st.st_size and len(head) >= HEAD
             seen_stat = seen
-            # copytruncate: the file got shorter, or (if it already grew back) starts with
-            # other bytes than it did.
-            if st.st_size < offset or (head and _head(fh, len(head)) != head):
-                log.info("file truncated, reading from the start", extra={"path": str(self.path)})
-                offset, buf, head = 0, b"", b""
-            if len(head) < HEAD:
-                head = _head(fh, HEAD)
-            fh.seek(offset + len(buf))
-            data = fh.read(CHUNK)
-            if data:
-                buf += data
-                cut = buf.rfind(b"\n")
-                if cut >= 0:
-                    pieces = buf[:cut].split(b"\n")
-                    while pieces:
-                        taken = await self.intake.take_some(self.name, pieces, stop)
-                        if not taken:
-                            break  # stopped while the spool was full: the file keeps the rest
-                        used = sum(len(p) + 1 for p in pieces[:taken])
-                        pieces = pieces[taken:]
-                        offset += used
-                        buf = buf[used:]
-                        self._remember(st, offset, head)
-                    if pieces:
-                        break
-                    if time.monotonic() - last_save > SAVE_EVERY_S:
-                        self.positions.save()
-                        last_save = time.monotonic()
-                continue
+            if not quiet:
+                # copytruncate: the file got shorter, or (if it already grew back) starts
+                # with other bytes than it did.
+                if st.st_size < offset or (head and _head(fh, len(head)) != head):
+                    log.info("file truncated, reading again", extra={"path": str(self.path)})
+                    offset, buf, head = 0, b"", b""
+                if len(head) < HEAD:
+                    head = _head(fh, HEAD)
+                fh.seek(offset + len(buf))
+                data = fh.read(CHUNK)
+                if data:
+                    buf += data
+                    cut = buf.rfind(b"\n")
+                    if cut >= 0:
+                        pieces = buf[:cut].split(b"\n")
+                        while pieces:
+                            taken = await self.intake.take_some(self.name, pieces, stop)
+                            if not taken:
+                                break  # stopped while the spool was full: the file keeps it
+                            used = sum(len(p) + 1 for p in pieces[:taken])
+                            pieces = pieces[taken:]
+                            offset += used
+                            buf = buf[used:]
+                            self._remember(st, offset, head)
+                        if pieces:
+                            break
+                        if time.monotonic() - last_save > SAVE_EVERY_S:
+                            self.positions.save()
+                            last_save = time.monotonic()
+                    continue
             # At the end of what is written: rotated (rename + create) or just quiet?
             if self._rotated(st):
                 log.info("file rotated, switching to the new one", extra={"path": str(self.path)})

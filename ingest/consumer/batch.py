@@ -40,20 +40,26 @@ class Batch:
     started: float = field(default_factory=time.monotonic)
     rejections: Counter[str] = field(default_factory=Counter)
 
-    def add(self, record: ConsumerRecord, now_ns: int, limits: Limits) -> None:
+    def add(
+        self, tp: TopicPartition, records: list[ConsumerRecord], now_ns: int, limits: Limits
+    ) -> None:
+        """Normalise one partition's fetched ``records`` into this batch."""
+        if not records:
+            return
         if self.size == 0:
             self.started = time.monotonic()
-        self.size += 1
-        self.ends[TopicPartition(record.topic, record.partition)] = record.offset + 1
-        value = record.value if record.value is not None else b""
-        result = normalize(value, lineage_of(record), now_ns, limits)
-        if isinstance(result, Rejection):
-            self.rejections[result.reason] += 1
-            self.letters.append(dead_letter(record, result.reason, "normalize", result.detail))
-            return
-        self.docs.append(result)
-        self.sources.append(record)
-        self.nbytes += len(result.body) + 100
+        self.size += len(records)
+        self.ends[tp] = records[-1].offset + 1
+        for record in records:
+            value = record.value if record.value is not None else b""
+            result = normalize(value, lineage_of(record), now_ns, limits)
+            if isinstance(result, Rejection):
+                self.rejections[result.reason] += 1
+                self.letters.append(dead_letter(record, result.reason, "normalize", result.detail))
+                continue
+            self.docs.append(result)
+            self.sources.append(record)
+            self.nbytes += len(result.body) + 100
 
     def full(self, max_docs: int, max_bytes: int) -> bool:
         return self.size >= max_docs or self.nbytes >= max_bytes

@@ -123,8 +123,7 @@ class FalcoConsumer:
             records = await self.kafka.getmany(timeout_ms=wait_ms, max_records=room)
             now_ns = time.time_ns()
             for tp, msgs in records.items():
-                for record in msgs:
-                    self.batch.add(record, now_ns, self.limits)
+                self.batch.add(tp, msgs, now_ns, self.limits)
                 self.stats.consumed += len(msgs)
                 metrics.CONSUMED.inc(len(msgs))
                 hw = self.kafka.highwater(tp)
