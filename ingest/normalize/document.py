@@ -107,7 +107,8 @@ def _from_alert(
     fields = alert.get("output_fields")
     if fields is not None and not isinstance(fields, dict):
         return Rejection("bad_output_fields", "output_fields is not an object")
-    ns = _event_ns(alert.get("time"), fields)
+    time_text = alert.get("time")
+    ns = _event_ns(time_text, fields)
     if ns is None:
         return Rejection("no_timestamp", "no RFC 3339 'time' and no evt.time in output_fields")
     if not 0 <= ns <= MAX_NS:
@@ -116,7 +117,24 @@ def _from_alert(
         return Rejection("too_old", f"event time {format_ns(ns)[0]} is past hot retention")
     if ns > now_ns + limits.max_future_ns:
         return Rejection("too_far_in_future", f"event time {format_ns(ns)[0]} is in the future")
-    return _document(alert, rule, known, fields or {}, ns, lineage, now_ns, large)
+    canonical = (
+        isinstance(time_text, str)
+        and len(time_text) == 30
+        and time_text[-1] == "Z"
+        and time_text[19] == "."
+        and parse_rfc3339(time_text) == ns  # a cached second: cheap
+    )
+    return _document(
+        alert,
+        rule,
+        known,
+        fields or {},
+        ns,
+        time_text if canonical else None,
+        lineage,
+        now_ns,
+        large,
+    )
 
 
 def _event_ns(time_value: object, fields: dict[str, Any] | None) -> int | None:
@@ -138,19 +156,12 @@ def _document(
     priority: tuple[int, str],
     fields: dict[str, Any],
     ns: int,
+    time_text: str | None,
     lineage: Lineage | None,
     now_ns: int,
     large: bool,
 ) -> Document:
-    time_text = alert.get("time")
-    if (
-        isinstance(time_text, str)
-        and len(time_text) == 30
-        and time_text[-1] == "Z"
-        and time_text[19] == "."
-        and ns % NS == int(time_text[20:29])  # it is the time that was parsed
-        and parse_rfc3339(time_text) == ns
-    ):
+    if time_text is not None:
         # Falco's own form is already the canonical one: reuse it.
         timestamp = time_text
         day = f"{time_text[0:4]}.{time_text[5:7]}.{time_text[8:10]}"
@@ -181,12 +192,18 @@ def _document(
         doc["falco_source"] = source
     tags = alert.get("tags")
     if isinstance(tags, list):
-        tag_list = [t if isinstance(t, str) else orjson.dumps(t).decode() for t in tags]
+        tag_list, techniques, tactics = [], [], []
+        for tag in tags:
+            if not isinstance(tag, str):
+                tag = orjson.dumps(tag).decode()
+            tag_list.append(tag)
+            if tag[:1] == "T" and _TECHNIQUE.fullmatch(tag):
+                techniques.append(tag)
+            elif tag[:6] == "mitre_":
+                tactics.append(tag[6:])
         doc["falco_tags"] = tag_list
-        techniques = [t for t in tag_list if t[:1] == "T" and _TECHNIQUE.fullmatch(t)]
         if techniques:
             doc["falco_mitre_techniques"] = techniques
-        tactics = [t[6:] for t in tag_list if t.startswith("mitre_")]
         if tactics:
             doc["falco_mitre_tactics"] = tactics
     if isinstance(message, str) and isinstance(output, str):
@@ -251,18 +268,14 @@ def _lineage(lineage: Lineage | None, now_ns: int) -> dict[str, Any]:
     out["topic"] = lineage.topic
     out["partition"] = lineage.partition
     out["offset"] = lineage.offset
-    agent = {
-        k: v
-        for k, v in (
-            ("host", lineage.agent_host),
-            ("version", lineage.agent_version),
-            ("input", lineage.agent_input),
-            ("received", lineage.agent_received),
-        )
-        if v is not None
-    }
-    if agent:
-        out["agent"] = agent
+    if lineage.agent_host is not None or lineage.agent_input is not None:
+        agent = {
+            "host": lineage.agent_host,
+            "version": lineage.agent_version,
+            "input": lineage.agent_input,
+            "received": lineage.agent_received,
+        }
+        out["agent"] = {k: v for k, v in agent.items() if v is not None}
     return out
 
 
@@ -283,7 +296,7 @@ def _doc_id(
     change number precision in ``output_fields``, so those are hashed only when there is no
     rendered text to stand for them.
     """
-    parts = [str(ns), str(hostname), rule, str(priority), str(source), text]
+    material = f"{ns}\x1f{hostname}\x1f{rule}\x1f{priority}\x1f{source}\x1f{text}"
     if not isinstance(output, str) and not isinstance(message, str):
-        parts.append(orjson.dumps(fields, option=orjson.OPT_SORT_KEYS).decode())
-    return hashlib.blake2b("\x1f".join(parts).encode(), digest_size=16).hexdigest()
+        material += "\x1f" + orjson.dumps(fields, option=orjson.OPT_SORT_KEYS).decode()
+    return hashlib.blake2b(material.encode(), digest_size=16).hexdigest()
