@@ -65,6 +65,26 @@ def _setup(args: argparse.Namespace) -> int:
     return asyncio.run(run_setup(settings, plan_only=args.plan))
 
 
+def _archive(args: argparse.Namespace) -> int:
+    import datetime as dt
+
+    from ingest import logs
+    from ingest.config import OpsSettings, load
+    from ingest.ops.archive import run_archive
+
+    settings = load(OpsSettings, args.config)
+    logs.setup(settings.log_level)
+    kw: dict[str, object] = {}
+    if args.action == "prune":
+        kw["dry_run"] = args.dry_run
+    if args.action == "restore":
+        if not (args.from_day and args.to_day):
+            raise ConfigError("archive restore needs --from DAY and --to DAY (YYYY-MM-DD)")
+        kw["first"] = dt.date.fromisoformat(args.from_day)
+        kw["last"] = dt.date.fromisoformat(args.to_day)
+    return asyncio.run(run_archive(settings, args.action, **kw))
+
+
 def _dlq(args: argparse.Namespace) -> int:
     from ingest import logs
     from ingest.config import ConsumerSettings, load
@@ -129,6 +149,13 @@ def parser() -> argparse.ArgumentParser:
         "--plan", action="store_true", help="show what would change; exit 2 if the cluster drifted"
     )
     se.set_defaults(func=_setup)
+
+    ar = sub.add_parser("archive", help="list, prune (30 months) or restore archived days")
+    ar.add_argument("action", choices=["list", "prune", "restore"])
+    ar.add_argument("--dry-run", action="store_true", help="prune: only say what would go")
+    ar.add_argument("--from", dest="from_day", metavar="DAY", help="restore: first day")
+    ar.add_argument("--to", dest="to_day", metavar="DAY", help="restore: last day")
+    ar.set_defaults(func=_archive)
 
     dl = sub.add_parser("dlq", help="dead-letter topic tools")
     dlsub = dl.add_subparsers(dest="dlq_command", required=True)

@@ -211,6 +211,7 @@ class OpsSettings(_Base):
     s3: S3Settings = S3Settings()
     archive_repository: str = "falco-archive"
     archive_location: str | None = None
+    archive_retention_months: int = Field(default=30, ge=1, le=240)
     index_shards: int = Field(default=1, ge=1, le=64)
     index_replicas: int = Field(default=0, ge=0, le=8)
     index_refresh_interval: str = Field(default="5s", pattern=r"^(-1|\d+(ms|s|m))$")

@@ -1,0 +1,134 @@
+"""`falco-ingest archive list | prune | restore`: the archive's daily snapshots.
+
+A snapshot is ours when it is named like a daily index, ``<prefix>-YYYY.MM.DD`` (the name
+ISM's snapshot action gives it, ``{{ctx.index}}``), and holds exactly that index. Its age is
+the age of the day it holds; it is kept ``archive_retention_months`` (30) after that day.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from opensearchpy import AsyncOpenSearch
+
+from ingest.config import OpsSettings
+from ingest.sink.client import make_client
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ArchivedDay:
+    snapshot: str
+    day: dt.date
+    state: str
+
+    def expires(self, months: int) -> dt.date:
+        return add_months(self.day, months)
+
+
+def add_months(day: dt.date, months: int) -> dt.date:
+    total = day.year * 12 + day.month - 1 + months
+    year, month = divmod(total, 12)
+    for last in (31, 30, 29, 28):
+        try:
+            return dt.date(year, month + 1, min(day.day, last))
+        except ValueError:
+            continue
+    raise ValueError(day)  # pragma: no cover
+
+
+async def archived_days(client: AsyncOpenSearch, repository: str, prefix: str) -> list[ArchivedDay]:
+    pattern = re.compile(rf"^{re.escape(prefix)}-(\d{{4}})\.(\d{{2}})\.(\d{{2}})$")
+    resp = await client.snapshot.get(repository=repository, snapshot="_all")
+    out = []
+    for snap in resp.get("snapshots", []):
+        m = pattern.match(snap["snapshot"])
+        if m is None or snap.get("indices") != [snap["snapshot"]]:
+            continue  # not ours: never listed, never pruned
+        day = dt.date(int(m[1]), int(m[2]), int(m[3]))
+        out.append(ArchivedDay(snap["snapshot"], day, snap.get("state", "?")))
+    return sorted(out, key=lambda a: a.day)
+
+
+async def prune(
+    client: AsyncOpenSearch, settings: OpsSettings, today: dt.date, dry_run: bool = False
+) -> list[ArchivedDay]:
+    months = settings.archive_retention_months
+    expired = [
+        a
+        for a in await archived_days(
+            client, settings.archive_repository, settings.opensearch.index_prefix
+        )
+        if a.expires(months) <= today
+    ]
+    for a in expired:
+        if not dry_run:
+            await client.snapshot.delete(
+                repository=settings.archive_repository, snapshot=a.snapshot
+            )
+        log.warning(
+            "archive snapshot past retention %s",
+            "would be deleted" if dry_run else "deleted",
+            extra={"snapshot": a.snapshot, "day": a.day.isoformat(), "months": months},
+        )
+    return expired
+
+
+async def restore(
+    client: AsyncOpenSearch, settings: OpsSettings, first: dt.date, last: dt.date
+) -> list[str]:
+    """Restore archived days ``first..last`` as ``restored-<index>`` (no alias, so they never
+    mix with the live indices); returns the restored index names."""
+    days = [
+        a
+        for a in await archived_days(
+            client, settings.archive_repository, settings.opensearch.index_prefix
+        )
+        if first <= a.day <= last
+    ]
+    restored = []
+    for a in days:
+        body: dict[str, Any] = {
+            "indices": a.snapshot,
+            "rename_pattern": "(.+)",
+            "rename_replacement": "restored-$1",
+            "include_aliases": False,
+        }
+        await client.snapshot.restore(
+            repository=settings.archive_repository,
+            snapshot=a.snapshot,
+            body=body,
+            wait_for_completion=True,
+        )
+        restored.append(f"restored-{a.snapshot}")
+    return restored
+
+
+async def run_archive(settings: OpsSettings, action: str, **kw: Any) -> int:
+    today = dt.datetime.now(dt.UTC).date()
+    months = settings.archive_retention_months
+    async with make_client(settings.opensearch) as client:
+        if action == "list":
+            days = await archived_days(
+                client, settings.archive_repository, settings.opensearch.index_prefix
+            )
+            print(f"{'snapshot':<32} {'day':<10} {'state':<8} keep until")
+            for a in days:
+                print(f"{a.snapshot:<32} {a.day} {a.state:<8} {a.expires(months)}")
+            if days:
+                print(f"archive spans {days[0].day} .. {days[-1].day} ({len(days)} days)")
+            else:
+                print("archive is empty")
+        elif action == "prune":
+            gone = await prune(client, settings, today, dry_run=kw.get("dry_run", False))
+            verb = "would delete" if kw.get("dry_run") else "deleted"
+            print(f"{verb} {len(gone)} snapshot(s) older than {months} months")
+        else:
+            names = await restore(client, settings, kw["first"], kw["last"])
+            print("restored: " + (", ".join(names) if names else "nothing in that range"))
+    return 0
