@@ -14,10 +14,10 @@ from ingest.sink.dlq import DeadLetter
 
 
 def lineage_of(record: ConsumerRecord) -> Lineage:
-    agent: dict[str, str] = {}
-    for key, value in record.headers or ():
-        if key.startswith("falco-ingest."):
-            agent[key] = value.decode(errors="replace")
+    headers = record.headers
+    if not headers:
+        return Lineage(record.topic, record.partition, record.offset)
+    agent = {k: v.decode(errors="replace") for k, v in headers if k.startswith("falco-ingest.")}
     return Lineage(
         record.topic,
         record.partition,

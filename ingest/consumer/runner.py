@@ -192,11 +192,12 @@ class FalcoConsumer:
             st.duplicates += outcome.duplicates
             metrics.INDEXED.inc(outcome.stored)
             metrics.DUPLICATES.inc(outcome.duplicates)
-            refused = {id(d) for d, _, _ in outcome.rejected}
-            for doc in batch.docs:
-                if id(doc) not in refused:
-                    st.by_priority[doc.priority] += 1
-                    st.by_rule[doc.rule] += 1
+            kept = batch.docs
+            if outcome.rejected:
+                refused = {id(d) for d, _, _ in outcome.rejected}
+                kept = [d for d in batch.docs if id(d) not in refused]
+            st.by_priority.update(d.priority for d in kept)
+            st.by_rule.update(d.rule for d in kept)
         for letter in letters:
             st.dead_lettered[letter.reason] += 1
         for mark in marks:

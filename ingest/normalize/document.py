@@ -108,7 +108,7 @@ def _from_alert(
     if fields is not None and not isinstance(fields, dict):
         return Rejection("bad_output_fields", "output_fields is not an object")
     time_text = alert.get("time")
-    ns = _event_ns(time_text, fields)
+    ns, from_time = _event_ns(time_text, fields)
     if ns is None:
         return Rejection("no_timestamp", "no RFC 3339 'time' and no evt.time in output_fields")
     if not 0 <= ns <= MAX_NS:
@@ -118,11 +118,11 @@ def _from_alert(
     if ns > now_ns + limits.max_future_ns:
         return Rejection("too_far_in_future", f"event time {format_ns(ns)[0]} is in the future")
     canonical = (
-        isinstance(time_text, str)
+        from_time
+        and isinstance(time_text, str)
         and len(time_text) == 30
         and time_text[-1] == "Z"
         and time_text[19] == "."
-        and parse_rfc3339(time_text) == ns  # a cached second: cheap
     )
     return _document(
         alert,
@@ -137,17 +137,18 @@ def _from_alert(
     )
 
 
-def _event_ns(time_value: object, fields: dict[str, Any] | None) -> int | None:
+def _event_ns(time_value: object, fields: dict[str, Any] | None) -> tuple[int | None, bool]:
+    """(nanoseconds, whether they came from ``time``)."""
     if isinstance(time_value, str):
         ns = parse_rfc3339(time_value)
         if ns is not None:
-            return ns
+            return ns, True
     if fields:
         for key in ("evt.time", "evt.time.iso8601"):
             ns = from_epoch_ns(fields.get(key))
             if ns is not None:
-                return ns
-    return None
+                return ns, False
+    return None, False
 
 
 def _document(

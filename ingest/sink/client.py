@@ -4,10 +4,20 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
+import orjson
 from opensearchpy import AsyncOpenSearch
+from opensearchpy.serializer import JSONSerializer
 
 from ingest.config import OpenSearchSettings
+
+
+class OrjsonSerializer(JSONSerializer):
+    """Bulk responses hold one item per document: parse them with orjson."""
+
+    def loads(self, s: str | bytes) -> Any:
+        return orjson.loads(s)
 
 
 @asynccontextmanager
@@ -25,6 +35,7 @@ async def make_client(settings: OpenSearchSettings) -> AsyncIterator[AsyncOpenSe
         max_retries=0,
         retry_on_timeout=False,
         http_compress=False,
+        serializer=OrjsonSerializer(),
     )
     try:
         yield client
