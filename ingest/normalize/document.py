@@ -193,20 +193,16 @@ def _document(
         doc["falco_source"] = source
     tags = alert.get("tags")
     if isinstance(tags, list):
-        tag_list, techniques, tactics = [], [], []
-        for tag in tags:
-            if not isinstance(tag, str):
-                tag = orjson.dumps(tag).decode()
-            tag_list.append(tag)
-            if tag[:1] == "T" and _TECHNIQUE.fullmatch(tag):
-                techniques.append(tag)
-            elif tag[:6] == "mitre_":
-                tactics.append(tag[6:])
+        if all(type(t) is str for t in tags):
+            tag_list, techniques, tactics = tags, *_mitre(tuple(tags))
+        else:
+            tag_list = [t if isinstance(t, str) else orjson.dumps(t).decode() for t in tags]
+            techniques, tactics = _mitre(tuple(tag_list))
         doc["falco_tags"] = tag_list
         if techniques:
-            doc["falco_mitre_techniques"] = techniques
+            doc["falco_mitre_techniques"] = list(techniques)
         if tactics:
-            doc["falco_mitre_tactics"] = tactics
+            doc["falco_mitre_tactics"] = list(tactics)
     if isinstance(message, str) and isinstance(output, str):
         doc["falco_message"] = message
     if isinstance(alert.get("uuid"), str):
@@ -222,6 +218,14 @@ def _document(
     doc["@ingest"] = _lineage(lineage, now_ns)
     doc_id = _doc_id(ns, hostname, rule, priority[0], source, text, fields, output, message)
     return Document(doc_id, day, orjson.dumps(doc), priority[0], rule)
+
+
+@lru_cache(maxsize=1024)
+def _mitre(tags: tuple[str, ...]) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """MITRE technique ids and tactic names among a rule's tags (a rule's tags repeat)."""
+    techniques = tuple(t for t in tags if t[:1] == "T" and _TECHNIQUE.fullmatch(t))
+    tactics = tuple(t[6:] for t in tags if t[:6] == "mitre_")
+    return techniques, tactics
 
 
 def _safe_fields(fields: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
