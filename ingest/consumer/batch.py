@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from collections import Counter
 from dataclasses import dataclass, field
 
 from aiokafka import ConsumerRecord, TopicPartition
@@ -38,7 +37,6 @@ class Batch:
     size: int = 0
     nbytes: int = 0
     started: float = field(default_factory=time.monotonic)
-    rejections: Counter[str] = field(default_factory=Counter)
 
     def add(
         self, tp: TopicPartition, records: list[ConsumerRecord], now_ns: int, limits: Limits
@@ -54,7 +52,6 @@ class Batch:
             value = record.value if record.value is not None else b""
             result = normalize(value, lineage_of(record), now_ns, limits)
             if isinstance(result, Rejection):
-                self.rejections[result.reason] += 1
                 self.letters.append(dead_letter(record, result.reason, "normalize", result.detail))
                 continue
             self.docs.append(result)

@@ -39,8 +39,6 @@ class RunStats:
     indexed: int = 0
     duplicates: int = 0
     dead_lettered: Counter[str] = field(default_factory=Counter)
-    by_priority: Counter[int] = field(default_factory=Counter)
-    by_rule: Counter[str] = field(default_factory=Counter)
 
     def summary(self) -> str:
         dlq = ", ".join(f"{k}={v}" for k, v in sorted(self.dead_lettered.items())) or "none"
@@ -192,12 +190,6 @@ class FalcoConsumer:
             st.duplicates += outcome.duplicates
             metrics.INDEXED.inc(outcome.stored)
             metrics.DUPLICATES.inc(outcome.duplicates)
-            kept = batch.docs
-            if outcome.rejected:
-                refused = {id(d) for d, _, _ in outcome.rejected}
-                kept = [d for d in batch.docs if id(d) not in refused]
-            st.by_priority.update(d.priority for d in kept)
-            st.by_rule.update(d.rule for d in kept)
         for letter in letters:
             st.dead_lettered[letter.reason] += 1
         for mark in marks:
