@@ -31,13 +31,9 @@ def _consume(args: argparse.Namespace) -> int:
     from ingest.config import ConsumerSettings, load
     from ingest.consumer.runner import run_consumer
 
-    overrides: dict[str, object] = {}
     settings = load(ConsumerSettings, args.config)
-    kafka = settings.kafka.model_copy(
-        update={k: v for k, v in (("topic", args.topic), ("group_id", args.group)) if v}
-    )
-    overrides["kafka"] = kafka
-    settings = settings.model_copy(update=overrides)
+    flags = {k: v for k, v in (("topic", args.topic), ("group_id", args.group)) if v}
+    settings = settings.model_copy(update={"kafka": settings.kafka.model_copy(update=flags)})
     logs.setup(settings.log_level)
     stats = asyncio.run(run_consumer(settings, stop_when_idle=args.stop_when_idle))
     print(stats.summary())

@@ -184,7 +184,6 @@ class _Base(BaseSettings):
 class ConsumerSettings(_Base):
     """The consumer fleet: Kafka topic -> OpenSearch."""
 
-    config_file: Path | None = None
     kafka: KafkaSettings = KafkaSettings()
     opensearch: OpenSearchSettings = OpenSearchSettings()
     consumer: ConsumerTuning = ConsumerTuning()
@@ -195,7 +194,6 @@ class ConsumerSettings(_Base):
 class AgentSettings(_Base):
     """One per host: Falco output -> disk spool -> Kafka."""
 
-    config_file: Path | None = None
     kafka: KafkaSettings = KafkaSettings()
     agent: AgentTuning = AgentTuning()
     metrics_port: int = Field(default=9109, ge=0, le=65535)
@@ -205,7 +203,6 @@ class AgentSettings(_Base):
 class OpsSettings(_Base):
     """The platform team's tools: setup, archive, audit."""
 
-    config_file: Path | None = None
     kafka: KafkaSettings = KafkaSettings()
     opensearch: OpenSearchSettings = OpenSearchSettings()
     s3: S3Settings = S3Settings()

@@ -98,13 +98,18 @@ class KafkaShipper:
         futures = []
         batch = producer.create_batch()
         version = __version__.encode()
+        headers: list[tuple[str, bytes]] = []
+        shared: tuple[str, int] | None = None
         for e in entries:
-            headers = [
-                (contract.HOST, self.key),
-                (contract.VERSION, version),
-                (contract.INPUT, e.input.encode()),
-                (contract.RECEIVED, format_ns(e.received_ns)[0].encode()),
-            ]
+            # Alerts accepted together share input and time: build their headers once.
+            if (e.input, e.received_ns) != shared:
+                shared = (e.input, e.received_ns)
+                headers = [
+                    (contract.HOST, self.key),
+                    (contract.VERSION, version),
+                    (contract.INPUT, e.input.encode()),
+                    (contract.RECEIVED, format_ns(e.received_ns)[0].encode()),
+                ]
             ts = e.received_ns // 1_000_000
             if batch.append(key=self.key, value=e.value, timestamp=ts, headers=headers) is None:
                 futures.append(await producer.send_batch(batch, self.topic, partition=partition))

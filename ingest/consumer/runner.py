@@ -98,8 +98,6 @@ class FalcoConsumer:
         last_activity = time.monotonic()
         started = time.monotonic()
         while not self.stopping.is_set():
-            if self._failure is not None:
-                raise self._failure
             if self.batch.due(s.batch_max_docs, s.batch_max_bytes, linger) and (
                 len(self.tasks) < s.max_inflight_bulks
             ):
@@ -131,6 +129,13 @@ class FalcoConsumer:
                 last_activity = time.monotonic()
             if stop_when_idle is not None and self._idle(last_activity, started, stop_when_idle):
                 return
+        self.raise_failure()
+
+    def raise_failure(self) -> None:
+        """A batch that could not be written stops the consumer with its error (after the
+        finished batches are committed); its records stay uncommitted, never skipped."""
+        if self._failure is not None:
+            raise self._failure
 
     def _idle(self, last_activity: float, started: float, idle_s: float) -> bool:
         """Idle time counts from the first partition assignment: joining a group can take
@@ -259,6 +264,7 @@ async def run_consumer(settings: ConsumerSettings, stop_when_idle: float | None 
         try:
             await app.fetch_loop(stop_when_idle)
             await app.drain()
+            app.raise_failure()
         finally:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.remove_signal_handler(sig)
