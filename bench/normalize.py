@@ -10,14 +10,14 @@ import time
 
 from common import alerts
 
-from ingest.normalize.document import Document, Lineage, normalize
+from ingest.normalize.document import Document, normalize
 from ingest.sink.bulk import action_line
 
 
 def main() -> None:
     n = int(sys.argv[1]) if len(sys.argv) > 1 else 200_000
     raw = alerts(n, "bench")
-    lineage = Lineage("falco.events", 0, 0)
+    lineage = ("falco.events", 0, 0, None)
     now = time.time_ns()
     best = 0.0
     for _ in range(3):

@@ -4,28 +4,42 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 from aiokafka import ConsumerRecord, TopicPartition
 
 from ingest import contract
-from ingest.normalize.document import Document, Limits, Lineage, Rejection, normalize
+from ingest.normalize.document import Document, Limits, normalize
 from ingest.sink.dlq import DeadLetter
 
 
-def lineage_of(record: ConsumerRecord) -> Lineage:
-    headers = record.headers
+def agent_of(headers: tuple[tuple[str, bytes], ...]) -> dict[str, str] | None:
+    """The agent's headers of a record, as lineage (None without any)."""
     if not headers:
-        return Lineage(record.topic, record.partition, record.offset)
-    agent = {k: v.decode(errors="replace") for k, v in headers if k.startswith("falco-ingest.")}
-    return Lineage(
-        record.topic,
-        record.partition,
-        record.offset,
-        agent.get(contract.HOST),
-        agent.get(contract.VERSION),
-        agent.get(contract.INPUT),
-        agent.get(contract.RECEIVED),
-    )
+        return None
+    try:
+        return _agent(tuple(headers))
+    except TypeError:  # headers of another producer, in a form not hashable
+        return _agent.__wrapped__(tuple(headers))
+
+
+@lru_cache(maxsize=256)
+def _agent(headers: tuple[tuple[str, bytes], ...]) -> dict[str, str] | None:
+    """The agent's headers as lineage; one agent's records share them, so cached."""
+    agent = {
+        name: value.decode(errors="replace")
+        for key, value in headers
+        if (name := _AGENT_KEYS.get(key)) is not None and value is not None
+    }
+    return agent or None
+
+
+_AGENT_KEYS = {
+    contract.HOST: "host",
+    contract.VERSION: "version",
+    contract.INPUT: "input",
+    contract.RECEIVED: "received",
+}
 
 
 @dataclass
@@ -48,15 +62,19 @@ class Batch:
             self.started = time.monotonic()
         self.size += len(records)
         self.ends[tp] = records[-1].offset + 1
+        topic, partition = tp.topic, tp.partition
+        docs, sources = self.docs, self.sources
+        nbytes = 0
         for record in records:
-            value = record.value if record.value is not None else b""
-            result = normalize(value, lineage_of(record), now_ns, limits)
-            if isinstance(result, Rejection):
+            lineage = (topic, partition, record.offset, agent_of(record.headers))
+            result = normalize(record.value or b"", lineage, now_ns, limits)
+            if isinstance(result, Document):
+                docs.append(result)
+                sources.append(record)
+                nbytes += len(result.body)
+            else:
                 self.letters.append(dead_letter(record, result.reason, "normalize", result.detail))
-                continue
-            self.docs.append(result)
-            self.sources.append(record)
-            self.nbytes += len(result.body) + 100
+        self.nbytes += nbytes + 100 * len(records)
 
     def full(self, max_docs: int, max_bytes: int) -> bool:
         return self.size >= max_docs or self.nbytes >= max_bytes

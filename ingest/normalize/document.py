@@ -5,15 +5,22 @@ Pure: no I/O, no clock (the caller passes ``now_ns``), no exceptions escape for 
 
 from __future__ import annotations
 
-import hashlib
 import re
 from dataclasses import dataclass
 from functools import lru_cache
+from hashlib import blake2b
 from typing import Any
 
 import orjson
 
-from ingest.normalize.timestamps import MAX_NS, NS, format_ns, from_epoch_ns, parse_rfc3339
+from ingest.normalize.timestamps import (
+    MAX_NS,
+    NS,
+    format_ns,
+    from_epoch_ns,
+    parse_rfc3339,
+    second_of,
+)
 
 PRIORITIES: dict[str, tuple[int, str]] = {
     "emergency": (0, "Emergency"),
@@ -34,26 +41,20 @@ CF_KEYS = frozenset(
 _KNOWN = frozenset(
     "time rule priority output output_fields source tags hostname message uuid".split()
 )
+_DOC_KEYS = ("output", "message", "hostname", "source", "tags", "uuid")
 _TECHNIQUE = re.compile(r"T\d{4}(?:\.\d{3})?")
 # A flat_object stores "path=value" as one keyword term, capped by Lucene at 32766 bytes.
 MAX_VALUE_BYTES = 16_384
 MAX_KEY_CHARS = 512
 
 
-@dataclass(frozen=True, slots=True)
-class Lineage:
-    """Where a record came from: Kafka coordinates and the agent's headers, if any."""
-
-    topic: str
-    partition: int
-    offset: int
-    agent_host: str | None = None
-    agent_version: str | None = None
-    agent_input: str | None = None
-    agent_received: str | None = None
+# Where a record came from: (Kafka topic, partition, offset, the agent's headers or None),
+# the headers as {"host": ..., "version": ..., "input": ..., "received": ...}, shared, not
+# copied. A plain tuple: one is made per record, and a NamedTuple costs ten times more.
+Lineage = tuple[str, int, int, "dict[str, str] | None"]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Document:
     doc_id: str
     day: str
@@ -84,71 +85,73 @@ def normalize(
         alert = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         return Rejection("invalid_json", str(exc)[:200])
-    if not isinstance(alert, dict):
+    if type(alert) is not dict:
         return Rejection("not_an_object", f"top level is {type(alert).__name__}")
-    try:
-        return _from_alert(alert, lineage, now_ns, limits, len(raw) > MAX_VALUE_BYTES)
-    except orjson.JSONEncodeError as exc:  # nesting deeper than orjson writes
-        return Rejection("unencodable", str(exc)[:200])
-
-
-def _from_alert(
-    alert: dict[str, Any], lineage: Lineage | None, now_ns: int, limits: Limits, large: bool
-) -> Document | Rejection:
     rule = alert.get("rule")
-    if not isinstance(rule, str) or not rule.strip():
+    if type(rule) is not str or not rule.strip():
         return Rejection("missing_rule", "no non-empty string 'rule'")
     prio = alert.get("priority")
-    if not isinstance(prio, str):
+    if type(prio) is not str:
         return Rejection("bad_priority", f"priority is {type(prio).__name__}, not a name")
-    known = PRIORITIES.get(prio) or PRIORITIES.get(prio.strip().lower())
-    if known is None:
+    priority = PRIORITIES.get(prio) or PRIORITIES.get(prio.strip().lower())
+    if priority is None:
         return Rejection("bad_priority", f"unknown priority {prio[:40]!r}")
     fields = alert.get("output_fields")
-    if fields is not None and not isinstance(fields, dict):
+    if fields is None:
+        fields = {}
+    elif type(fields) is not dict:
         return Rejection("bad_output_fields", "output_fields is not an object")
     time_text = alert.get("time")
-    ns, from_time = _event_ns(time_text, fields)
+    ns = _canonical_ns(time_text)
     if ns is None:
-        return Rejection("no_timestamp", "no RFC 3339 'time' and no evt.time in output_fields")
+        time_text = None  # not Falco's own form: written anew from the nanoseconds
+        ns = _event_ns(alert.get("time"), fields)
+        if ns is None:
+            return Rejection("no_timestamp", "no RFC 3339 'time' and no evt.time in output_fields")
     if not 0 <= ns <= MAX_NS:
         return Rejection("time_out_of_range", f"{ns} ns is outside 1970..2262")
     if ns < now_ns - limits.max_age_ns:
         return Rejection("too_old", f"event time {format_ns(ns)[0]} is past hot retention")
     if ns > now_ns + limits.max_future_ns:
         return Rejection("too_far_in_future", f"event time {format_ns(ns)[0]} is in the future")
-    canonical = (
-        from_time
-        and isinstance(time_text, str)
-        and len(time_text) == 30
-        and time_text[-1] == "Z"
-        and time_text[19] == "."
-    )
-    return _document(
-        alert,
-        rule,
-        known,
-        fields or {},
-        ns,
-        time_text if canonical else None,
-        lineage,
-        now_ns,
-        large,
-    )
+    try:
+        return _document(
+            alert,
+            rule,
+            priority,
+            fields,
+            ns,
+            time_text,
+            lineage,
+            now_ns,
+            len(raw) > MAX_VALUE_BYTES,
+        )
+    except orjson.JSONEncodeError as exc:  # nesting deeper than orjson writes
+        return Rejection("unencodable", str(exc)[:200])
 
 
-def _event_ns(time_value: object, fields: dict[str, Any] | None) -> tuple[int | None, bool]:
-    """(nanoseconds, whether they came from ``time``)."""
+def _canonical_ns(text: object) -> int | None:
+    """Nanoseconds of ``YYYY-MM-DDTHH:MM:SS.nnnnnnnnnZ``, the form Falco writes, else None."""
+    if type(text) is not str or len(text) != 30 or text[29] != "Z" or text[19] != ".":
+        return None
+    secs = second_of(text[:19])
+    nanos = text[20:29]
+    if secs is None or not (nanos.isascii() and nanos.isdigit()):
+        return None
+    return secs * NS + int(nanos)
+
+
+def _event_ns(time_value: object, fields: dict[str, Any]) -> int | None:
     if isinstance(time_value, str):
         ns = parse_rfc3339(time_value)
         if ns is not None:
-            return ns, True
+            return ns
     if fields:
         for key in ("evt.time", "evt.time.iso8601"):
             ns = from_epoch_ns(fields.get(key))
             if ns is not None:
-                return ns, False
-    return None, False
+                return ns
+    return None
 
 
 def _document(
@@ -165,14 +168,11 @@ def _document(
     if time_text is not None:
         # Falco's own form is already the canonical one: reuse it.
         timestamp = time_text
-        day = f"{time_text[0:4]}.{time_text[5:7]}.{time_text[8:10]}"
+        day = time_text[:10].replace("-", ".")
     else:
         timestamp, day = format_ns(ns)
-    output = alert.get("output")
-    message = alert.get("message")
-    hostname = alert.get("hostname")
-    source = alert.get("source")
-    text = output if isinstance(output, str) else message if isinstance(message, str) else None
+    output, message, hostname, source, tags, uuid = map(alert.get, _DOC_KEYS)
+    text = output if type(output) is str else message if type(message) is str else None
     # No value of an alert under MAX_VALUE_BYTES can be too long: skip the scan then.
     safe_fields, truncated = _safe_fields(fields) if large else (fields, [])
     if text is None:
@@ -187,26 +187,24 @@ def _document(
         "falco_priority_name": priority[1],
         "output_fields": safe_fields,
     }
-    if isinstance(hostname, str):
+    if type(hostname) is str:
         doc["falco_hostname"] = hostname
-    if isinstance(source, str):
+    if type(source) is str:
         doc["falco_source"] = source
-    tags = alert.get("tags")
-    if isinstance(tags, list):
-        if all(type(t) is str for t in tags):
-            tag_list, techniques, tactics = tags, *_mitre(tuple(tags))
-        else:
-            tag_list = [t if isinstance(t, str) else orjson.dumps(t).decode() for t in tags]
-            techniques, tactics = _mitre(tuple(tag_list))
+    if type(tags) is list:
+        try:
+            tag_list, techniques, tactics = _string_tags(tuple(tags))
+        except TypeError:  # a tag that is not a string: rare, not cached
+            tag_list, techniques, tactics = _tags(tuple(tags))
         doc["falco_tags"] = tag_list
         if techniques:
-            doc["falco_mitre_techniques"] = list(techniques)
+            doc["falco_mitre_techniques"] = techniques
         if tactics:
-            doc["falco_mitre_tactics"] = list(tactics)
-    if isinstance(message, str) and isinstance(output, str):
+            doc["falco_mitre_tactics"] = tactics
+    if type(message) is str and type(output) is str:
         doc["falco_message"] = message
-    if isinstance(alert.get("uuid"), str):
-        doc["falco_sidekick_uuid"] = alert["uuid"]
+    if type(uuid) is str:
+        doc["falco_sidekick_uuid"] = uuid
     if not CF_KEYS.isdisjoint(fields):
         doc["@cf"] = {k: fields[k] for k in CF_KEYS.intersection(fields)}
     if not alert.keys() <= _KNOWN:
@@ -215,17 +213,44 @@ def _document(
         truncated += ["falco_extra." + k for k in extra_trunc]
     if truncated:
         doc["falco_truncated_fields"] = truncated
-    doc["@ingest"] = _lineage(lineage, now_ns)
-    doc_id = _doc_id(ns, hostname, rule, priority[0], source, text, fields, output, message)
+    if lineage is None:
+        doc["@ingest"] = {"time": _ingest_time(now_ns)}
+    else:
+        topic, partition, offset, agent = lineage
+        ingest = {
+            "time": _ingest_time(now_ns),
+            "topic": topic,
+            "partition": partition,
+            "offset": offset,
+        }
+        if agent is not None:
+            ingest["agent"] = agent
+        doc["@ingest"] = ingest
+    # The alert's identity from its content, never from Kafka coordinates or Sidekick's
+    # uuid. Falco's ``output`` already renders the fields, and re-serialisers (Falcosidekick)
+    # may change number precision in ``output_fields``, so those are hashed only when there
+    # is no rendered text to stand for them.
+    material = f"{ns}\x1f{hostname}\x1f{rule}\x1f{priority[0]}\x1f{source}\x1f{text}"
+    if type(output) is not str and type(message) is not str:
+        material += "\x1f" + orjson.dumps(fields, option=orjson.OPT_SORT_KEYS).decode()
+    doc_id = blake2b(material.encode(), digest_size=16).hexdigest()
     return Document(doc_id, day, orjson.dumps(doc), priority[0], rule)
 
 
 @lru_cache(maxsize=1024)
-def _mitre(tags: tuple[str, ...]) -> tuple[tuple[str, ...], tuple[str, ...]]:
-    """MITRE technique ids and tactic names among a rule's tags (a rule's tags repeat)."""
-    techniques = tuple(t for t in tags if t[:1] == "T" and _TECHNIQUE.fullmatch(t))
-    tactics = tuple(t[6:] for t in tags if t[:6] == "mitre_")
-    return techniques, tactics
+def _string_tags(tags: tuple[Any, ...]) -> tuple[Any, tuple[str, ...], tuple[str, ...]]:
+    """A rule's tags repeat, so the work for a list of strings is cached."""
+    if not all(type(t) is str for t in tags):
+        raise TypeError("not all tags are strings")  # not cached: True and 1 are equal keys
+    return _tags(tags)
+
+
+def _tags(tags: tuple[Any, ...]) -> tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]:
+    """(tags as strings, MITRE technique ids, MITRE tactics)."""
+    names = tuple(t if type(t) is str else orjson.dumps(t).decode() for t in tags)
+    techniques = tuple(t for t in names if t[:1] == "T" and _TECHNIQUE.fullmatch(t))
+    tactics = tuple(t[6:] for t in names if t[:6] == "mitre_")
+    return names, techniques, tactics
 
 
 def _safe_fields(fields: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
@@ -264,44 +289,3 @@ def _safe_fields(fields: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
 @lru_cache(maxsize=8)
 def _ingest_time(now_ns: int) -> str:
     return format_ns(now_ns)[0]
-
-
-def _lineage(lineage: Lineage | None, now_ns: int) -> dict[str, Any]:
-    out: dict[str, Any] = {"time": _ingest_time(now_ns)}
-    if lineage is None:
-        return out
-    out["topic"] = lineage.topic
-    out["partition"] = lineage.partition
-    out["offset"] = lineage.offset
-    if lineage.agent_host is not None or lineage.agent_input is not None:
-        agent = {
-            "host": lineage.agent_host,
-            "version": lineage.agent_version,
-            "input": lineage.agent_input,
-            "received": lineage.agent_received,
-        }
-        out["agent"] = {k: v for k, v in agent.items() if v is not None}
-    return out
-
-
-def _doc_id(
-    ns: int,
-    hostname: object,
-    rule: str,
-    priority: int,
-    source: object,
-    text: str,
-    fields: dict[str, Any],
-    output: object,
-    message: object,
-) -> str:
-    """The alert's identity from its content, never from Kafka coordinates or Sidekick's uuid.
-
-    Falco's ``output`` already renders the fields, and re-serialisers (Falcosidekick) may
-    change number precision in ``output_fields``, so those are hashed only when there is no
-    rendered text to stand for them.
-    """
-    material = f"{ns}\x1f{hostname}\x1f{rule}\x1f{priority}\x1f{source}\x1f{text}"
-    if not isinstance(output, str) and not isinstance(message, str):
-        material += "\x1f" + orjson.dumps(fields, option=orjson.OPT_SORT_KEYS).decode()
-    return hashlib.blake2b(material.encode(), digest_size=16).hexdigest()

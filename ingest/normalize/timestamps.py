@@ -29,7 +29,7 @@ def _day_seconds(date: str) -> int | None:
 
 
 @lru_cache(maxsize=4096)
-def _second(prefix: str) -> int | None:
+def second_of(prefix: str) -> int | None:
     """Epoch seconds of ``YYYY-MM-DDTHH:MM:SS`` (alerts of one second share the work)."""
     if (
         prefix[4] != "-"
@@ -55,7 +55,7 @@ def _fast_utc(text: str) -> int | None:
     """``YYYY-MM-DDTHH:MM:SS[.fraction]Z``, what Falco and Sidekick write: no regex."""
     if len(text) < 20 or text[-1] != "Z":
         return None
-    secs = _second(text[:19])
+    secs = second_of(text[:19])
     if secs is None:
         return None
     frac = text[19:-1]

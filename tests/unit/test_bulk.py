@@ -3,6 +3,7 @@ from opensearchpy.exceptions import ConnectionError as OSConnectionError
 
 from ingest.normalize.document import Document
 from ingest.sink.bulk import OpenSearchSink
+from ingest.sink.client import OrjsonSerializer
 
 
 class FakeTransport:
@@ -70,3 +71,15 @@ def test_bulk_body_uses_create_into_the_day_index():
     body = sink.encode(docs(1)).decode().splitlines()
     assert orjson.loads(body[0]) == {"create": {"_index": "falco-2026.11.20", "_id": "id0"}}
     assert body[1] == '{"a":1}'
+
+
+def test_bulk_answers_without_errors_are_not_parsed_item_by_item():
+    ser = OrjsonSerializer()
+    ok = '{"errors":false,"items":[' + ",".join(['{"create":{"status":201}}'] * 3) + "]}"
+    assert ser.loads(ok) == {"errors": False}
+    assert ser.loads(ok.encode()) == {"errors": False}
+    failed = '{"errors":true,"items":[{"create":{"status":429}}]}'
+    assert ser.loads(failed) == orjson.loads(failed)
+    other = '{"errors":false}'
+    assert ser.loads(other) == {"errors": False}
+    assert ser.loads('{"acknowledged":true}') == {"acknowledged": True}

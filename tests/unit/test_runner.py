@@ -1,6 +1,7 @@
 """The consumer loop with a recording fake Kafka and sink (no network)."""
 
 import asyncio
+import time
 
 import orjson
 import pytest
@@ -9,11 +10,12 @@ from aiokafka.structs import ConsumerRecord
 
 from ingest.config import ConsumerSettings, load
 from ingest.consumer.runner import FalcoConsumer
+from ingest.normalize.timestamps import format_ns
 from ingest.sink.bulk import BulkOutcome
 
 TP = TopicPartition("falco.events", 0)
 ALERT = orjson.dumps(
-    {"rule": "r", "priority": "Debug", "time": "2026-11-20T09:00:00.000000001Z", "output": "x"}
+    {"rule": "r", "priority": "Debug", "time": format_ns(time.time_ns())[0], "output": "x"}
 )
 
 
