@@ -74,6 +74,8 @@ async def main(topic: str, group: str, prefix: str, expected: int) -> None:
                 await consumer.commit()
                 done += len(batch)
                 batch = []
+                if done >= expected:
+                    break
     finally:
         await consumer.stop()
         await client.close()

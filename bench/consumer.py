@@ -76,7 +76,7 @@ async def raw_bulk_ceiling(client: AsyncOpenSearch, prefix: str, values: list[by
                 b'{"create":{"_index":"%s-%s","_id":"%s"}}\n'
                 % (prefix.encode(), d.day.encode(), d.doc_id.encode())
             )
-            parts.append(d.body + b"\n")
+            parts.append(d.body)  # newline-ended
         bodies.append(b"".join(parts))
     sem = asyncio.Semaphore(3)
 

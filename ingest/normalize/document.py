@@ -56,11 +56,11 @@ Lineage = tuple[str, int, int, "dict[str, str] | None"]
 
 @dataclass(slots=True)
 class Document:
+    """The document's id, its index day (``YYYY.MM.DD``) and its JSON, newline-ended."""
+
     doc_id: str
     day: str
     body: bytes
-    priority: int
-    rule: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -234,7 +234,7 @@ def _document(
     if type(output) is not str and type(message) is not str:
         material += "\x1f" + orjson.dumps(fields, option=orjson.OPT_SORT_KEYS).decode()
     doc_id = blake2b(material.encode(), digest_size=16).hexdigest()
-    return Document(doc_id, day, orjson.dumps(doc), priority[0], rule)
+    return Document(doc_id, day, orjson.dumps(doc, option=orjson.OPT_APPEND_NEWLINE))
 
 
 @lru_cache(maxsize=1024)

@@ -30,10 +30,6 @@ class BulkOutcome:
     retries: int = 0
 
 
-def action_line(index: str, doc_id: str) -> bytes:
-    return b'{"create":{"_index":"%s","_id":"%s"}}\n' % (index.encode(), doc_id.encode())
-
-
 class OpenSearchSink:
     """Writes documents with `create`: a 409 means the alert is stored already."""
 
@@ -49,13 +45,20 @@ class OpenSearchSink:
         self._retry_initial = retry_initial_s
         self._retry_max = retry_max_s
         self.healthy = True
+        self._heads: dict[str, bytes] = {}  # index day -> start of its action line
 
     def encode(self, docs: Sequence[Document]) -> bytes:
+        """The NDJSON bulk body: a ``create`` line, then the document, for each."""
+        heads = self._heads
         parts: list[bytes] = []
         for doc in docs:
-            parts.append(action_line(f"{self.prefix}-{doc.day}", doc.doc_id))
-            parts.append(doc.body)
-            parts.append(b"\n")
+            head = heads.get(doc.day)
+            if head is None:
+                head = heads[doc.day] = b'{"create":{"_index":"%s-%s","_id":"' % (
+                    self.prefix.encode(),
+                    doc.day.encode(),
+                )
+            parts += (head, doc.doc_id.encode(), b'"}}\n', doc.body)
         return b"".join(parts)
 
     async def write(self, docs: Sequence[Document]) -> BulkOutcome:

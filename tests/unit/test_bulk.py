@@ -44,7 +44,7 @@ class FakeClient:
 
 
 def docs(n):
-    return [Document(f"id{i}", "2026.11.20", b'{"a":1}', 4, "r") for i in range(n)]
+    return [Document(f"id{i}", "2026.11.20", b'{"a":1}\n') for i in range(n)]
 
 
 async def test_item_level_outcomes_and_only_failed_items_resent():
@@ -83,3 +83,24 @@ def test_bulk_answers_without_errors_are_not_parsed_item_by_item():
     other = '{"errors":false}'
     assert ser.loads(other) == {"errors": False}
     assert ser.loads('{"acknowledged":true}') == {"acknowledged": True}
+
+
+def test_bulk_body_is_ndjson_with_one_create_line_per_document():
+    sink = OpenSearchSink(FakeClient([]), "falco")
+    body = sink.encode(
+        [
+            Document("a1", "2026.11.20", b'{"x":1}\n'),
+            Document("b2", "2026.11.21", b'{"x":2}\n'),
+            Document("c3", "2026.11.20", b'{"x":3}\n'),
+        ]
+    )
+    assert body.endswith(b"\n")
+    lines = [orjson.loads(line) for line in body.splitlines()]
+    assert lines == [
+        {"create": {"_index": "falco-2026.11.20", "_id": "a1"}},
+        {"x": 1},
+        {"create": {"_index": "falco-2026.11.21", "_id": "b2"}},
+        {"x": 2},
+        {"create": {"_index": "falco-2026.11.20", "_id": "c3"}},
+        {"x": 3},
+    ]
