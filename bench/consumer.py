@@ -6,16 +6,22 @@
 
 Prints alerts/s (wall, until every document is stored) and alerts per CPU-second of the
 consumer process, with ratios. Needs the stack: ./dev stack up.
-    .venv/bin/python bench/consumer.py [N]
+    .venv/bin/python bench/consumer.py [N] [--rounds R]
+
+The machine's speed varies from minute to minute (a shared 2-core VM), so the three run in
+rounds, one after the other, and the medians and each round's ratios are printed.
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
+import contextlib
+import io
 import os
-import sys
 import time
 import uuid
+from statistics import median
 
 from common import PY, ROOT, alerts, load_env
 from opensearchpy import AsyncOpenSearch
@@ -50,7 +56,8 @@ async def setup_prefix(prefix: str) -> None:
             "kafka": base.kafka.model_copy(update={"create_topics": False}),
         }
     )
-    await run_setup(ops)
+    with contextlib.redirect_stdout(io.StringIO()):  # its plan is not the bench's output
+        await run_setup(ops)
 
 
 async def count(client: AsyncOpenSearch, prefix: str) -> int:
@@ -107,7 +114,7 @@ async def timed_process(
 ) -> tuple[float, float]:
     """Steady state, from the first stored document to the last (start-up and group join
     left out for both consumers alike): (alerts/s, alerts per CPU-second of the process)."""
-    proc = await asyncio.create_subprocess_exec(*cmd, env=env)
+    proc = await asyncio.create_subprocess_exec(*cmd, env=env, stdout=asyncio.subprocess.DEVNULL)
     while (first := await count(client, prefix)) == 0:
         await asyncio.sleep(0.05)
     t0, cpu0 = time.perf_counter(), _cpu_seconds(proc.pid)
@@ -119,64 +126,101 @@ async def timed_process(
     return (n - first) / wall, (n - first) / cpu
 
 
-async def main() -> None:
-    load_env()
-    n = int(sys.argv[1]) if len(sys.argv) > 1 else 100_000
-    tag = uuid.uuid4().hex[:8]
-    topic = f"bench-{tag}"
-    values = alerts(n, tag)
-    await produce(topic, values)
-    client = AsyncOpenSearch(hosts=[os.environ["INGEST_OPENSEARCH__URL"]], timeout=120)
-    prefixes = {k: f"bench-{k}-{tag}" for k in ("warmup", "raw", "ours", "naive")}
-    for p in prefixes.values():
-        await setup_prefix(p)
-    try:
-        # a cold node (fresh JVM) would make the ceiling look low: warm it up first
-        await raw_bulk_ceiling(client, prefixes["warmup"], values[: max(1, n // 4)])
-        ceiling = await raw_bulk_ceiling(client, prefixes["raw"], values)
+def commands(
+    topic: str, tag: str, prefix: str, n: int, who: str
+) -> tuple[list[str], dict[str, str]]:
+    """The command line and environment of one consumer over ``topic`` into ``prefix``."""
+    if who == "ours":
         env = dict(
             os.environ,
             INGEST_KAFKA__TOPIC=topic,
             INGEST_KAFKA__GROUP_ID=f"ours-{tag}",
-            INGEST_OPENSEARCH__INDEX_PREFIX=prefixes["ours"],
+            INGEST_OPENSEARCH__INDEX_PREFIX=prefix,
             INGEST_METRICS_PORT="0",
             INGEST_LOG_LEVEL="WARNING",
             INGEST_KAFKA__CREATE_TOPICS="false",
         )
-        ours = await timed_process(
-            [PY, "-m", "ingest.cli", "consume"], env, client, prefixes["ours"], n
-        )
-        naive = await timed_process(
-            [
-                PY,
-                str(ROOT / "bench" / "baseline_consumer.py"),
-                topic,
-                f"naive-{tag}",
-                prefixes["naive"],
-                str(n),
-            ],
-            dict(os.environ),
-            client,
-            prefixes["naive"],
-            n,
-        )
+        return [PY, "-m", "ingest.cli", "consume"], env
+    baseline = str(ROOT / "bench" / "baseline_consumer.py")
+    return [PY, baseline, topic, f"naive-{tag}", prefix, str(n)], dict(os.environ)
+
+
+async def one_round(
+    client: AsyncOpenSearch, topic: str, values: list[bytes], tag: str
+) -> dict[str, tuple[float, float]]:
+    """The ceiling, ours and the baseline, one after the other on the same node."""
+    n = len(values)
+    prefixes = {k: f"bench-{k}-{tag}" for k in ("raw", "ours", "naive")}
+    for p in prefixes.values():
+        await setup_prefix(p)
+    out: dict[str, tuple[float, float]] = {}
+    try:
+        out["raw"] = (await raw_bulk_ceiling(client, prefixes["raw"], values), 0.0)
+        for who in ("ours", "naive"):
+            cmd, env = commands(topic, tag, prefixes[who], n, who)
+            out[who] = await timed_process(cmd, env, client, prefixes[who], n)
     finally:
         for p in prefixes.values():
             await client.indices.delete(index=f"{p}-*", ignore_unavailable=True)
+    return out
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("n", nargs="?", type=int, default=100_000, help="alerts per run")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds; medians are printed")
+    args = parser.parse_args()
+    load_env()
+    n, tag = args.n, uuid.uuid4().hex[:8]
+    topic = f"bench-{tag}"
+    values = alerts(n, tag)
+    await produce(topic, values)
+    client = AsyncOpenSearch(hosts=[os.environ["INGEST_OPENSEARCH__URL"]], timeout=120)
+    rounds = []
+    try:
+        # a cold node (fresh JVM) would make the first figures look low: warm it up first
+        await setup_prefix(f"bench-warmup-{tag}")
+        await raw_bulk_ceiling(client, f"bench-warmup-{tag}", values[: max(1, n // 4)])
+        await client.indices.delete(index=f"bench-warmup-{tag}-*", ignore_unavailable=True)
+        for i in range(args.rounds):
+            rounds.append(await one_round(client, topic, values, f"{tag}{i}"))
+            r = rounds[-1]
+            print(
+                f"round {i + 1}: ceiling {r['raw'][0]:,.0f}/s, ours {r['ours'][0]:,.0f}/s "
+                f"{r['ours'][1]:,.0f}/CPU-s, naive {r['naive'][0]:,.0f}/s "
+                f"{r['naive'][1]:,.0f}/CPU-s",
+                flush=True,
+            )
+    finally:
         await client.close()
-    print(f"\n{n} alerts, one topic (6 partitions), one OpenSearch node, side by side")
-    print(f"raw _bulk ceiling (pre-encoded)  {ceiling:>10,.0f} alerts/s")
+    med = {
+        key: median(r[who][i] for r in rounds)
+        for who in ("raw", "ours", "naive")
+        for i, key in enumerate((who, f"{who}-cpu"))
+    }
+    per_round = {
+        "ceiling": [r["ours"][0] / r["raw"][0] for r in rounds],
+        "cpu": [r["ours"][1] / r["naive"][1] for r in rounds],
+        "wall": [r["ours"][0] / r["naive"][0] for r in rounds],
+    }
+    print(f"\n{n} alerts, one topic (6 partitions), one OpenSearch node; medians of {len(rounds)}")
+    print(f"raw _bulk ceiling (pre-encoded)  {med['raw']:>10,.0f} alerts/s")
     print(
-        f"falco-ingest consume             {ours[0]:>10,.0f} alerts/s  "
-        f"{ours[1]:>10,.0f} alerts/CPU-s"
+        f"falco-ingest consume             {med['ours']:>10,.0f} alerts/s  "
+        f"{med['ours-cpu']:>10,.0f} alerts/CPU-s"
     )
     print(
-        f"naive baseline                   {naive[0]:>10,.0f} alerts/s  "
-        f"{naive[1]:>10,.0f} alerts/CPU-s"
+        f"naive baseline                   {med['naive']:>10,.0f} alerts/s  "
+        f"{med['naive-cpu']:>10,.0f} alerts/CPU-s"
     )
-    print(f"ours / raw ceiling (goal >= 0.90):          {ours[0] / ceiling:.2f}")
-    print(f"ours / naive, alerts per CPU-s (goal >= 3): {ours[1] / naive[1]:.2f}")
-    print(f"ours / naive, wall (goal >= 1):             {ours[0] / naive[0]:.2f}")
+    for label, key in (
+        ("ours / raw ceiling (goal >= 0.90):         ", "ceiling"),
+        ("ours / naive, alerts per CPU-s (goal >= 3):", "cpu"),
+        ("ours / naive, wall (goal >= 1):            ", "wall"),
+    ):
+        values_ = per_round[key]
+        rounds_text = " ".join(f"{v:.2f}" for v in values_)
+        print(f"{label} {median(values_):.2f}  (rounds: {rounds_text})")
 
 
 if __name__ == "__main__":

@@ -66,7 +66,8 @@ class Batch:
         docs, sources = self.docs, self.sources
         nbytes = 0
         for record in records:
-            lineage = (topic, partition, record.offset, agent_of(record.headers))
+            headers = record.headers
+            lineage = (topic, partition, record.offset, agent_of(headers) if headers else None)
             result = normalize(record.value or b"", lineage, now_ns, limits)
             if isinstance(result, Document):
                 docs.append(result)
