@@ -51,7 +51,7 @@ MAX_KEY_CHARS = 512
 # Where a record came from: (Kafka topic, partition, offset, the agent's headers or None),
 # the headers as {"host": ..., "version": ..., "input": ..., "received": ...}, shared, not
 # copied. A plain tuple: one is made per record, and a NamedTuple costs ten times more.
-Lineage = tuple[str, int, int, "dict[str, str] | None"]
+Lineage = tuple[str, int, int, dict[str, str] | None]
 
 
 @dataclass(slots=True)
