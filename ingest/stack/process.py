@@ -10,10 +10,6 @@ import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-# The services outlive the command that starts them; keeping their Popen objects stops
-# Python from warning that a child it forgot is "still running".
-_STARTED: list[subprocess.Popen[bytes]] = []
-
 
 def alive(pid: int) -> bool:
     """True while ``pid`` runs and is not a zombie."""
@@ -47,22 +43,29 @@ def spawn(
     cwd: Path | None = None,
     user: str | None = None,
 ) -> int:
-    """Start ``argv`` detached (own session, so it outlives this command) and record its pid."""
+    """Start ``argv`` detached and record its pid.
+
+    A shell in a new session starts the service in the background and exits at once, so
+    the service is not this process's child: it outlives this command, is reaped by init,
+    and Python has no forgotten child to warn about.
+    """
     log.parent.mkdir(parents=True, exist_ok=True)
     with log.open("ab") as out:
-        proc = subprocess.Popen(
-            list(argv),
+        # The shell's stdout brings back the pid; the service writes to the log only.
+        launcher = subprocess.run(
+            ["/bin/sh", "-c", '"$@" </dev/null >&2 & echo $!', "sh", *argv],
             stdin=subprocess.DEVNULL,
-            stdout=out,
-            stderr=subprocess.STDOUT,
+            stdout=subprocess.PIPE,
+            stderr=out,
             env=dict(env) if env is not None else None,
             cwd=cwd,
             user=user,
             start_new_session=True,
+            check=True,
         )
-    _STARTED.append(proc)
-    pid_file.write_text(str(proc.pid))
-    return proc.pid
+    pid = int(launcher.stdout.strip())
+    pid_file.write_text(str(pid))
+    return pid
 
 
 def stop(pid_file: Path, timeout: float = 30.0) -> bool:
