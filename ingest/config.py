@@ -92,6 +92,8 @@ class OpenSearchSettings(_Strict):
     verify_certs: bool = True
     index_prefix: str = "falco"
     request_timeout_s: float = Field(default=60.0, gt=0)
+    # The consumer refuses to start without the index template `setup` makes.
+    require_template: bool = True
 
     @model_validator(mode="after")
     def _check(self) -> OpenSearchSettings:

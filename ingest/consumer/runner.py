@@ -28,7 +28,7 @@ from ingest.consumer.topics import ensure_topics
 from ingest.normalize.document import Limits
 from ingest.normalize.timestamps import NS
 from ingest.sink.bulk import OpenSearchSink
-from ingest.sink.client import make_client
+from ingest.sink.client import make_client, require_template
 from ingest.sink.dlq import DeadLetterQueue, make_producer
 
 log = logging.getLogger(__name__)
@@ -247,6 +247,8 @@ async def run_consumer(settings: ConsumerSettings, stop_when_idle: float | None 
     )
     producer = make_producer(k)
     async with make_client(settings.opensearch) as client:
+        if settings.opensearch.require_template:
+            await require_template(client, settings.opensearch.index_prefix)
         sink = OpenSearchSink(
             client,
             settings.opensearch.index_prefix,

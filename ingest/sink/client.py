@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
 import orjson
 from opensearchpy import AsyncOpenSearch
+from opensearchpy.exceptions import ConnectionError as OSConnectionError
+from opensearchpy.exceptions import TransportError
 from opensearchpy.serializer import JSONSerializer
 
 from ingest.config import OpenSearchSettings
+from ingest.errors import ConfigError
+
+log = logging.getLogger(__name__)
 
 _BULK_OK = '{"errors":false,'
 
@@ -48,3 +54,21 @@ async def make_client(settings: OpenSearchSettings) -> AsyncIterator[AsyncOpenSe
         yield client
     finally:
         await client.close()
+
+
+async def require_template(client: AsyncOpenSearch, prefix: str) -> None:
+    """Refuse to start when ``falco-ingest setup`` has not made the index template of
+    ``prefix``: OpenSearch would map the documents by guess and refuse many of them. An
+    OpenSearch that does not answer is not a reason to stop (the sink waits for it)."""
+    try:
+        found = await client.indices.exists_index_template(name=prefix)
+    except (OSConnectionError, TransportError) as exc:
+        log.warning(
+            "index template not checked: OpenSearch did not answer", extra={"error": str(exc)}
+        )
+        return
+    if not found:
+        raise ConfigError(
+            f"OpenSearch has no index template {prefix!r} (INGEST_OPENSEARCH__INDEX_PREFIX): "
+            "run `falco-ingest setup` first, or set INGEST_OPENSEARCH__REQUIRE_TEMPLATE=false"
+        )

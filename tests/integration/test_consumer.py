@@ -239,3 +239,15 @@ async def test_two_consumers_rebalance_nothing_lost_or_duplicated(prefix, uid):
     assert await count_docs(prefix) == n
     assert sa.indexed + sb.indexed == n
     assert not sa.dead_lettered and not sb.dead_lettered
+
+
+async def test_without_the_index_template_the_consumer_refuses_to_start(stack, uid):
+    topic = f"c-{uid}"
+    await produce(topic, make_alerts(5, tag=uid))
+    cmd, env = _consume_cmd(topic, f"no-setup-{uid}", 3)
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2
+    assert f"no index template 'no-setup-{uid}'" in done.stderr
+    assert "falco-ingest setup" in done.stderr
+    async with os_client() as client:  # nothing was written by guesswork
+        assert not await client.indices.exists(index=f"no-setup-{uid}-*", allow_no_indices=False)
