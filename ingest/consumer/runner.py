@@ -63,6 +63,10 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
 
 
 class FalcoConsumer:
+    # Seconds with every write slot busy before fetching is paused (well below aiokafka's
+    # max_poll_interval_ms, 300 s, after which a member that does not poll is dropped).
+    pause_after_s = 10.0
+
     def __init__(
         self,
         settings: ConsumerSettings,
@@ -98,26 +102,34 @@ class FalcoConsumer:
         linger = s.linger_ms / 1000
         last_activity = time.monotonic()
         started = time.monotonic()
+        full_since: float | None = None
         while not self.stopping.is_set():
             if self.batch.due(s.batch_max_docs, s.batch_max_bytes, linger) and (
                 len(self.tasks) < s.max_inflight_bulks
             ):
                 self.dispatch()
-            full = self.batch.full(s.batch_max_docs, s.batch_max_bytes)
-            self._set_paused(full)
-            if full:
-                # Every write slot is busy: wait for one to free (not for a fetch timeout),
-                # then poll without waiting so the group sees this member alive.
+            if self.batch.full(s.batch_max_docs, s.batch_max_bytes):
+                # Every write slot is busy: wait for one to free, without polling. aiokafka
+                # holds one prefetched fetch per partition (memory stays bounded), and a
+                # poll of paused partitions would throw that away to fetch it again.
+                full_since = full_since or time.monotonic()
                 self._slot_free.clear()
                 try:
                     await asyncio.wait_for(self._slot_free.wait(), timeout=1.0)
                 except TimeoutError:
                     pass
-                await self.kafka.getmany(timeout_ms=0, max_records=1)
-                continue
-            room = max(1, min(s.fetch_max_records, s.batch_max_docs - self.batch.size))
-            wait_ms = max(10, min(s.linger_ms, 500)) if self.batch.size else 500
-            records = await self.kafka.getmany(timeout_ms=wait_ms, max_records=room)
+                if time.monotonic() - full_since < self.pause_after_s:
+                    continue
+                # OpenSearch slow or down for a while: pause and poll, so that this member
+                # stays in the group (max.poll.interval); what a poll returns is kept.
+                self._set_paused(True)
+                records = await self.kafka.getmany(timeout_ms=0, max_records=1)
+            else:
+                full_since = None
+                self._set_paused(False)
+                room = max(1, min(s.fetch_max_records, s.batch_max_docs - self.batch.size))
+                wait_ms = max(10, min(s.linger_ms, 500)) if self.batch.size else 500
+                records = await self.kafka.getmany(timeout_ms=wait_ms, max_records=room)
             now_ns = time.time_ns()
             for tp, msgs in records.items():
                 self.batch.add(tp, msgs, now_ns, self.limits)

@@ -27,18 +27,26 @@ class FakeKafka:
     def __init__(self, n: int) -> None:
         self.pending = [record(i) for i in range(n)]
         self.commits: list[dict] = []
+        self.paused = False
+        self.pauses = 0
+        self.polls_while_paused = 0
 
     def assignment(self):
         return {TP}
 
-    def pause(self, *tps): ...
-    def resume(self, *tps): ...
+    def pause(self, *tps):
+        self.paused, self.pauses = True, self.pauses + 1
+
+    def resume(self, *tps):
+        self.paused = False
 
     def highwater(self, tp):
         return None
 
     async def getmany(self, timeout_ms=0, max_records=None):
         await asyncio.sleep(0.001)
+        # Records come back even while paused, as from a partition assigned meanwhile.
+        self.polls_while_paused += self.paused
         if not self.pending:
             return {}
         out, self.pending = self.pending[:max_records], self.pending[max_records:]
@@ -51,12 +59,18 @@ class FakeKafka:
 class Sink:
     healthy = True
 
-    def __init__(self, fail_on_call: int | None = None) -> None:
+    def __init__(self, fail_on_call: int | None = None, gate: asyncio.Event | None = None):
         self.calls = 0
         self.fail_on_call = fail_on_call
+        self.gate = gate
+        self.written: list[int] = []
 
     async def write(self, docs):
         self.calls += 1
+        if self.gate is not None:
+            await self.gate.wait()  # OpenSearch "down" until the gate opens
+        await asyncio.sleep(0.01)
+        self.written += [orjson.loads(d.body)["@ingest"]["offset"] for d in docs]
         if self.calls == self.fail_on_call:
             raise RuntimeError("bulk response made no sense")
         return BulkOutcome(stored=len(docs))
@@ -99,3 +113,39 @@ async def test_a_failed_batch_stops_the_consumer_and_is_not_committed_past():
         app.raise_failure()
     # the first batch (offsets 0..9) was committed; nothing at or past the failed one
     assert kafka.commits and max(c[TP] for c in kafka.commits) == 10
+
+
+async def test_busy_write_slots_hold_fetching_without_pausing():
+    """A short wait for a slot must not pause: aiokafka drops what it prefetched for a
+    partition polled while paused, and fetches it again."""
+    kafka = FakeKafka(200)
+    sink = Sink()
+    app = FalcoConsumer(settings(), kafka, sink, NoLetters())
+    app.first_assignment = 0.0
+    await app.fetch_loop(stop_when_idle=0.3)
+    await app.drain()
+    assert kafka.pauses == 0
+    assert sorted(sink.written) == list(range(200))
+    assert kafka.commits[-1] == {TP: 200}
+
+
+async def test_a_long_outage_pauses_polls_and_keeps_what_the_poll_returns():
+    kafka = FakeKafka(60)
+    gate = asyncio.Event()
+    sink = Sink(gate=gate)
+    app = FalcoConsumer(settings(), kafka, sink, NoLetters())
+    app.pause_after_s = 0.05
+    app.first_assignment = 0.0
+
+    async def outage_ends():
+        while kafka.polls_while_paused < 3:
+            await asyncio.sleep(0.01)
+        gate.set()
+
+    ender = asyncio.create_task(outage_ends())
+    await app.fetch_loop(stop_when_idle=0.5)
+    await app.drain()
+    await ender
+    assert kafka.pauses >= 1 and not kafka.paused  # paused in the outage, resumed after
+    assert sorted(sink.written) == list(range(60))  # nothing polled while paused was lost
+    assert kafka.commits[-1] == {TP: 60}
