@@ -2,9 +2,10 @@
 
 One task fetches and batches; up to ``max_inflight_bulks`` tasks write batches; offsets
 are committed only up to the highest contiguous batch that is fully stored or
-dead-lettered. When every write slot is busy (OpenSearch slow or down) the fetch task
-pauses its partitions but keeps polling, so the group membership stays alive and
-nothing is read that cannot be held.
+dead-lettered. When every write slot is busy the fetch task stops reading (aiokafka
+holds at most one prefetched fetch per partition); after ``pause_after_s`` of that
+(OpenSearch slow or down) it pauses its partitions and keeps polling, so the group
+membership stays alive and nothing is read that cannot be held.
 """
 
 from __future__ import annotations
