@@ -28,7 +28,7 @@ from ingest.consumer.offsets import Mark, OffsetTracker
 from ingest.consumer.topics import ensure_topics
 from ingest.normalize.document import Limits
 from ingest.normalize.timestamps import NS
-from ingest.sink.bulk import OpenSearchSink
+from ingest.sink.bulk import BulkAnswers, OpenSearchSink
 from ingest.sink.client import make_client, require_template
 from ingest.sink.dlq import DeadLetterQueue, make_producer
 
@@ -259,7 +259,7 @@ async def run_consumer(settings: ConsumerSettings, stop_when_idle: float | None 
         max_partition_fetch_bytes=1024 * 1024,
     )
     producer = make_producer(k)
-    async with make_client(settings.opensearch) as client:
+    async with make_client(settings.opensearch, BulkAnswers()) as client:
         if settings.opensearch.require_template:
             await require_template(client, settings.opensearch.index_prefix)
         sink = OpenSearchSink(

@@ -2,8 +2,7 @@ import orjson
 from opensearchpy.exceptions import ConnectionError as OSConnectionError
 
 from ingest.normalize.document import Document
-from ingest.sink.bulk import OpenSearchSink
-from ingest.sink.client import OrjsonSerializer
+from ingest.sink.bulk import BulkAnswers, OpenSearchSink
 
 
 class FakeTransport:
@@ -74,7 +73,7 @@ def test_bulk_body_uses_create_into_the_day_index():
 
 
 def test_bulk_answers_without_errors_are_not_parsed_item_by_item():
-    ser = OrjsonSerializer()
+    ser = BulkAnswers()
     ok = '{"errors":false,"items":[' + ",".join(['{"create":{"status":201}}'] * 3) + "]}"
     assert ser.loads(ok) == {"errors": False}
     assert ser.loads(ok.encode()) == {"errors": False}
