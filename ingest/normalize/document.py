@@ -16,10 +16,10 @@ import orjson
 from ingest.normalize.timestamps import (
     MAX_NS,
     NS,
+    canonical_ns,
     format_ns,
     from_epoch_ns,
     parse_rfc3339,
-    second_of,
 )
 
 PRIORITIES: dict[str, tuple[int, str]] = {
@@ -101,11 +101,14 @@ def normalize(
         fields = {}
     elif type(fields) is not dict:
         return Rejection("bad_output_fields", "output_fields is not an object")
-    time_text = alert.get("time")
-    ns = _canonical_ns(time_text)
-    if ns is None:
-        time_text = None  # not Falco's own form: written anew from the nanoseconds
-        ns = _event_ns(alert.get("time"), fields)
+    time_value = alert.get("time")
+    time_text = time_value if type(time_value) is str else None
+    ns = canonical_ns(time_text) if time_text is not None else None
+    if ns is None:  # not Falco's own form: the time is written anew from the nanoseconds
+        ns = parse_rfc3339(time_text) if time_text is not None else None
+        time_text = None
+        if ns is None:
+            ns = _evt_time_ns(fields)
         if ns is None:
             return Rejection("no_timestamp", "no RFC 3339 'time' and no evt.time in output_fields")
     if not 0 <= ns <= MAX_NS:
@@ -130,27 +133,11 @@ def normalize(
         return Rejection("unencodable", str(exc)[:200])
 
 
-def _canonical_ns(text: object) -> int | None:
-    """Nanoseconds of ``YYYY-MM-DDTHH:MM:SS.nnnnnnnnnZ``, the form Falco writes, else None."""
-    if type(text) is not str or len(text) != 30 or text[29] != "Z" or text[19] != ".":
-        return None
-    secs = second_of(text[:19])
-    nanos = text[20:29]
-    if secs is None or not (nanos.isascii() and nanos.isdigit()):
-        return None
-    return secs * NS + int(nanos)
-
-
-def _event_ns(time_value: object, fields: dict[str, Any]) -> int | None:
-    if isinstance(time_value, str):
-        ns = parse_rfc3339(time_value)
+def _evt_time_ns(fields: dict[str, Any]) -> int | None:
+    for key in ("evt.time", "evt.time.iso8601"):
+        ns = from_epoch_ns(fields.get(key))
         if ns is not None:
             return ns
-    if fields:
-        for key in ("evt.time", "evt.time.iso8601"):
-            ns = from_epoch_ns(fields.get(key))
-            if ns is not None:
-                return ns
     return None
 
 

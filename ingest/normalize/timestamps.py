@@ -29,7 +29,7 @@ def _day_seconds(date: str) -> int | None:
 
 
 @lru_cache(maxsize=4096)
-def second_of(prefix: str) -> int | None:
+def _second(prefix: str) -> int | None:
     """Epoch seconds of ``YYYY-MM-DDTHH:MM:SS`` (alerts of one second share the work)."""
     if (
         prefix[4] != "-"
@@ -51,11 +51,24 @@ def second_of(prefix: str) -> int | None:
     return day + hh * 3600 + mm * 60 + min(ss, 59)
 
 
+def canonical_ns(text: str) -> int | None:
+    """Nanoseconds of a time already in the form ``format_ns`` writes (Falco's own,
+    ``YYYY-MM-DDTHH:MM:SS.nnnnnnnnnZ``), else None. The normaliser's fast path: such a
+    time is kept as it is; any other goes through ``parse_rfc3339`` and is written anew."""
+    if len(text) != 30 or text[29] != "Z" or text[19] != "." or not text.isascii():
+        return None
+    secs = _second(text[:19])
+    nanos = text[20:29]
+    if secs is None or not nanos.isdigit():
+        return None
+    return secs * NS + int(nanos)
+
+
 def _fast_utc(text: str) -> int | None:
     """``YYYY-MM-DDTHH:MM:SS[.fraction]Z``, what Falco and Sidekick write: no regex."""
     if len(text) < 20 or text[-1] != "Z":
         return None
-    secs = second_of(text[:19])
+    secs = _second(text[:19])
     if secs is None:
         return None
     frac = text[19:-1]
@@ -63,7 +76,7 @@ def _fast_utc(text: str) -> int | None:
         digits = frac[1:]
         if frac[0] != "." or not digits or not (digits.isascii() and digits.isdigit()):
             return None
-        nanos = int((digits + "000000000")[:9])
+        nanos = int(digits) if len(digits) == 9 else int((digits + "000000000")[:9])
     else:
         nanos = 0
     return secs * NS + nanos

@@ -18,6 +18,7 @@ from ingest.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
+
 class OrjsonSerializer(JSONSerializer):
     """OpenSearch answers parsed with orjson."""
 
