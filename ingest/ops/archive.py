@@ -50,7 +50,10 @@ async def archived_days(client: AsyncOpenSearch, repository: str, prefix: str) -
         m = pattern.match(snap["snapshot"])
         if m is None or snap.get("indices") != [snap["snapshot"]]:
             continue  # not ours: never listed, never pruned
-        day = dt.date(int(m[1]), int(m[2]), int(m[3]))
+        try:
+            day = dt.date(int(m[1]), int(m[2]), int(m[3]))
+        except ValueError:
+            continue  # named like a day that does not exist: not ours either
         out.append(ArchivedDay(snap["snapshot"], day, snap.get("state", "?")))
     return sorted(out, key=lambda a: a.day)
 
