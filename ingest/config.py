@@ -147,6 +147,7 @@ class AgentTuning(_Strict):
     tls_key: Path | None = None
     tls_client_ca: Path | None = None
     drain_timeout_s: float = Field(default=10.0, gt=0)
+    rotate_wait_s: float = Field(default=60.0, gt=0)
 
     @model_validator(mode="after")
     def _check(self) -> AgentTuning:

@@ -39,7 +39,8 @@ def build_inputs(
         if spec == "stdin":
             inputs.append(StdinReader(intake))
         elif spec.startswith("file:"):
-            inputs.append(FileTail(Path(spec[5:]).absolute(), intake, positions, once=once))
+            path = Path(spec[5:]).absolute()
+            inputs.append(FileTail(path, intake, positions, once, a.rotate_wait_s))
         elif spec.startswith(("http://", "https://")):
             url = urlsplit(spec)
             if url.hostname is None or url.port is None:

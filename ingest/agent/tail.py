@@ -1,5 +1,9 @@
 """Tail Falco's file_output: complete lines only, surviving rename+create and copytruncate,
-resuming from a saved position that moves only after the spool has the lines."""
+resuming from a saved position that moves only after the spool has the lines.
+
+After a rename + create the renamed file stays open and is read beside the new one until
+it has been quiet for ``rotate_wait_s``: Falco keeps writing to it until it reopens its
+output (SIGUSR1 or a restart), and those lines are read too."""
 
 from __future__ import annotations
 
@@ -7,8 +11,9 @@ import asyncio
 import logging
 import os
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 import orjson
 
@@ -18,16 +23,18 @@ log = logging.getLogger(__name__)
 CHUNK = 1024 * 1024
 SAVE_EVERY_S = 1.0  # a crash re-reads at most this much; the consumer dedupes
 HEAD = 256  # bytes of the file's start that identify its content (truncation check)
+ROTATED = " (rotated)"  # positions key suffix of the renamed files still being read
 
 
 class Positions:
-    """``{path: {"dev", "ino", "offset"}}`` in the state directory, replaced atomically."""
+    """``{path: {"dev", "ino", "offset", "head"}}`` and ``{path (rotated): [...]}`` in the
+    state directory, replaced atomically."""
 
     def __init__(self, state_dir: Path) -> None:
         state_dir.mkdir(parents=True, exist_ok=True)
         self.file = state_dir / "positions.json"
         try:
-            self.data: dict[str, dict[str, int]] = orjson.loads(self.file.read_bytes())
+            self.data: dict[str, Any] = orjson.loads(self.file.read_bytes())
         except (OSError, orjson.JSONDecodeError):
             self.data = {}
         self.dirty = not self.file.exists()
@@ -41,123 +48,189 @@ class Positions:
         os.replace(tmp, self.file)
 
 
+@dataclass
+class Opened:
+    """One open file and how far its complete lines are in the spool."""
+
+    fh: BinaryIO
+    offset: int = 0
+    buf: bytes = b""  # read past ``offset``, not yet a complete line
+    head: bytes = b""
+    seen: tuple[int, int] = (-1, -1)  # size and mtime at the last look
+    grew_at: float = field(default_factory=time.monotonic)
+
+    @property
+    def ident(self) -> tuple[int, int]:
+        st = os.fstat(self.fh.fileno())
+        return st.st_dev, st.st_ino
+
+    def position(self) -> dict[str, Any]:
+        dev, ino = self.ident
+        return {"dev": dev, "ino": ino, "offset": self.offset, "head": self.head.hex()}
+
+
 class FileTail:
     def __init__(
-        self, path: Path, intake: Intake, positions: Positions, once: bool = False
+        self,
+        path: Path,
+        intake: Intake,
+        positions: Positions,
+        once: bool = False,
+        rotate_wait_s: float = 60.0,
     ) -> None:
         self.path = path
         self.name = f"file:{path}"
         self.intake = intake
         self.positions = positions
         self.once = once
+        self.rotate_wait_s = rotate_wait_s
         self.poll_s = 0.2
+        self.current: Opened | None = None
+        self.rotated: list[Opened] = []  # renamed away, still read until quiet
 
-    def _saved(self) -> tuple[int, int, int, bytes] | None:
-        got = self.positions.data.get(str(self.path))
-        if not got:
-            return None
-        return got["dev"], got["ino"], got["offset"], bytes.fromhex(str(got.get("head", "")))
-
-    def _remember(self, st: os.stat_result, offset: int, head: bytes) -> None:
-        self.positions.data[str(self.path)] = {
-            "dev": st.st_dev,
-            "ino": st.st_ino,
-            "offset": offset,
-            "head": head.hex(),  # type: ignore[dict-item]
-        }
+    def _record(self) -> None:
+        key = str(self.path)
+        data = self.positions.data
+        if self.current is not None:
+            data[key] = self.current.position()
+        else:
+            data.pop(key, None)
+        if self.rotated:
+            data[key + ROTATED] = [f.position() for f in self.rotated]
+        else:
+            data.pop(key + ROTATED, None)
         self.positions.dirty = True
 
-    def _resume(self) -> tuple[BinaryIO | None, int]:
-        """Open where we left off; a file rotated away while we were down is finished first."""
-        saved = self._saved()
-        if saved is not None:
-            dev, ino, offset, head = saved
+    def _resume(self) -> None:
+        """Reopen what we were reading; files rotated away while we were down are finished."""
+        key = str(self.path)
+        saved = [self.positions.data.get(key), *self.positions.data.get(key + ROTATED, [])]
+        saved = [s for s in saved if s]
+        if saved:
+            found: dict[tuple[int, int], Path] = {}
             for candidate in [self.path, *sorted(self.path.parent.glob(self.path.name + "*"))]:
                 try:
                     st = candidate.stat()
                 except OSError:
                     continue
-                if (st.st_dev, st.st_ino) == (dev, ino):
-                    fh = candidate.open("rb")
-                    same = st.st_size >= offset and _head(fh, len(head)) == head
-                    return fh, offset if same else 0
+                found.setdefault((st.st_dev, st.st_ino), candidate)
+            for s in saved:
+                where = found.pop((s["dev"], s["ino"]), None)
+                if where is None:
+                    continue  # deleted while we were down: nothing left to read
+                f = Opened(where.open("rb"))
+                head = bytes.fromhex(str(s.get("head", "")))
+                same = os.fstat(f.fh.fileno()).st_size >= s["offset"]
+                if same and _head(f.fh, len(head)) == head:
+                    f.offset, f.head = s["offset"], head
+                if where == self.path:
+                    self.current = f
+                else:
+                    self.rotated.append(f)
+        if self.current is None:
+            self._open()
+
+    def _open(self) -> None:
         try:
-            return self.path.open("rb"), 0
+            self.current = Opened(self.path.open("rb"))
         except FileNotFoundError:
-            return None, 0
+            self.current = None
 
     async def run(self, stop: asyncio.Event) -> None:
-        fh, offset = self._resume()
-        buf = b""
-        head = _head(fh, HEAD) if fh else b""
+        self._resume()
         last_save = 0.0
-        seen_stat: tuple[int, int] = (-1, -1)
-        while not stop.is_set():
-            if fh is None:
-                try:
-                    fh, offset, buf, head = self.path.open("rb"), 0, b"", b""
-                except FileNotFoundError:
-                    await asyncio.sleep(self.poll_s)
+        try:
+            while not stop.is_set():
+                if self.current is None:
+                    self._open()
+                read_any = False
+                for f in [*self.rotated, self.current]:
+                    if f is not None and not stop.is_set():
+                        read_any = await self._read(f, stop) or read_any
+                if stop.is_set():
+                    break
+                if self.current is not None and self._renamed(self.current):
+                    log.info("file rotated, reading the new one", extra={"path": str(self.path)})
+                    self.rotated.append(self.current)
+                    self._open()
+                    self._record()
                     continue
-            st = os.fstat(fh.fileno())
-            seen = (st.st_size, st.st_mtime_ns)
-            # A file whose size and mtime did not change since the last look and that is read
-            # to its end is quiet; otherwise (a copytruncate can leave the same size behind)
-            # check for truncation and read.
-            quiet = seen == seen_stat and offset + len(buf) == st.st_size and len(head) >= HEAD
-            seen_stat = seen
-            if not quiet:
-                # copytruncate: the file got shorter, or (if it already grew back) starts
-                # with other bytes than it did.
-                if st.st_size < offset or (head and _head(fh, len(head)) != head):
-                    log.info("file truncated, reading again", extra={"path": str(self.path)})
-                    offset, buf, head = 0, b"", b""
-                if len(head) < HEAD:
-                    head = _head(fh, HEAD)
-                fh.seek(offset + len(buf))
-                data = fh.read(CHUNK)
-                if data:
-                    buf += data
-                    cut = buf.rfind(b"\n")
-                    if cut >= 0:
-                        pieces = buf[:cut].split(b"\n")
-                        while pieces:
-                            taken = await self.intake.take_some(self.name, pieces, stop)
-                            if not taken:
-                                break  # stopped while the spool was full: the file keeps it
-                            used = sum(len(p) + 1 for p in pieces[:taken])
-                            pieces = pieces[taken:]
-                            offset += used
-                            buf = buf[used:]
-                            self._remember(st, offset, head)
-                        if pieces:
-                            break
-                        if time.monotonic() - last_save > SAVE_EVERY_S:
-                            self.positions.save()
-                            last_save = time.monotonic()
+                await self._forget_quiet(stop)
+                if time.monotonic() - last_save > SAVE_EVERY_S:
+                    self.positions.save()
+                    last_save = time.monotonic()
+                if read_any:
                     continue
-            # At the end of what is written: rotated (rename + create) or just quiet?
-            if self._rotated(st):
-                log.info("file rotated, switching to the new one", extra={"path": str(self.path)})
-                fh.close()
-                fh, offset, buf, head, seen_stat = None, 0, b"", b"", (-1, -1)
-                self.positions.data.pop(str(self.path), None)
-                self.positions.dirty = True
-                continue
+                self.positions.save()
+                if self.once:
+                    break
+                await asyncio.sleep(self.poll_s)
+        finally:
+            for f in [*self.rotated, self.current]:
+                if f is not None:
+                    f.fh.close()
             self.positions.save()
-            if self.once:
-                break
-            await asyncio.sleep(self.poll_s)
-        if fh is not None:
-            fh.close()
-        self.positions.save()
 
-    def _rotated(self, st: os.stat_result) -> bool:
+    async def _read(self, f: Opened, stop: asyncio.Event) -> bool:
+        """Spool the complete lines written to ``f`` since the last look; True if it grew."""
+        st = os.fstat(f.fh.fileno())
+        seen = (st.st_size, st.st_mtime_ns)
+        # A file whose size and mtime did not change since the last look and that is read to
+        # its end is quiet; otherwise (a copytruncate can leave the same size behind) check
+        # for truncation and read.
+        if seen == f.seen and f.offset + len(f.buf) == st.st_size and len(f.head) >= HEAD:
+            return False
+        f.seen = seen
+        # copytruncate: the file got shorter, or (if it already grew back) starts with other
+        # bytes than it did.
+        if st.st_size < f.offset or (f.head and _head(f.fh, len(f.head)) != f.head):
+            log.info("file truncated, reading again", extra={"path": str(self.path)})
+            f.offset, f.buf, f.head = 0, b"", b""
+        if len(f.head) < HEAD:
+            f.head = _head(f.fh, HEAD)
+        f.fh.seek(f.offset + len(f.buf))
+        data = f.fh.read(CHUNK)
+        if not data:
+            return False
+        f.grew_at = time.monotonic()
+        f.buf += data
+        cut = f.buf.rfind(b"\n")
+        if cut >= 0:
+            await self._take(f, f.buf[:cut].split(b"\n"), stop)
+        return True
+
+    async def _take(self, f: Opened, pieces: list[bytes], stop: asyncio.Event) -> None:
+        while pieces:
+            taken = await self.intake.take_some(self.name, pieces, stop)
+            if not taken:
+                return  # stopped while the spool was full: the file keeps the rest
+            used = sum(len(p) + 1 for p in pieces[:taken])
+            pieces = pieces[taken:]
+            f.offset += used
+            f.buf = f.buf[used:]
+            self._record()
+
+    async def _forget_quiet(self, stop: asyncio.Event) -> None:
+        """Close rotated files that have not grown for ``rotate_wait_s``."""
+        now = time.monotonic()
+        for f in [f for f in self.rotated if now - f.grew_at > self.rotate_wait_s]:
+            if f.buf:
+                # Falco ends every alert with a newline, so this is a cut-off write. It is
+                # shipped as it is: the consumer dead-letters it instead of it vanishing.
+                log.warning("rotated file ends without a newline", extra={"path": str(self.path)})
+                await self._take(f, [f.buf], stop)
+                if f.buf:
+                    return  # stopped while the spool was full
+            f.fh.close()
+            self.rotated.remove(f)
+            self._record()
+
+    def _renamed(self, f: Opened) -> bool:
         try:
             now = self.path.stat()
         except FileNotFoundError:
             return False  # renamed away, the new file is not there yet: keep the old one
-        return (now.st_dev, now.st_ino) != (st.st_dev, st.st_ino)
+        return (now.st_dev, now.st_ino) != f.ident
 
 
 def _head(fh: BinaryIO, n: int) -> bytes:

@@ -70,14 +70,19 @@ async def test_file_rotation_both_ways_every_alert_once_byte_identical(stack, tm
         fh = log.open("ab")
         for round_, start in enumerate(range(0, 6000, 1000)):
             chunk = lines[start : start + 1000]
-            for i in range(0, 1000, 100):  # Falco appends a line at a time
+            create = round_ % 2 == 0
+            for i in range(0, 900 if create else 1000, 100):  # Falco appends as it goes
                 fh.write(b"".join(ln + b"\n" for ln in chunk[i : i + 100]))
                 fh.flush()
                 await asyncio.sleep(0.01)
-            if round_ % 2 == 0:  # logrotate "create": rename, then a new file
-                fh.close()
+            if create:  # logrotate "create": rename, then a new file
                 log.rename(tmp_path / f"falco.json.{round_}")
-                fh = log.open("ab")
+                new = log.open("ab")
+                await asyncio.sleep(0.5)  # the agent has seen the new file
+                # Falco writes to the renamed file until it reopens its output.
+                fh.write(b"".join(ln + b"\n" for ln in chunk[900:]))
+                fh.close()
+                fh = new
             else:  # logrotate "copytruncate"
                 await asyncio.sleep(0.5)  # logrotate runs when the tail has caught up
                 shutil.copy(log, tmp_path / f"falco.json.{round_}")

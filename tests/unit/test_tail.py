@@ -1,0 +1,144 @@
+"""The file tail over a real spool on disk: rotation both ways, the renamed file read until
+quiet, restarts from saved positions."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import orjson
+
+from ingest.agent.intake import Intake
+from ingest.agent.spool import Spool
+from ingest.agent.tail import ROTATED, FileTail, Positions
+
+
+class Tailing:
+    """A FileTail running in the background over its own spool; ``lines()`` is what it took."""
+
+    def __init__(self, tmp: Path, log: Path, rotate_wait_s: float = 60.0) -> None:
+        self.spool = Spool(tmp / "spool", max_bytes=1 << 24)
+        self.positions = Positions(tmp / "state")
+        intake = Intake(self.spool, tmp / "rejected.jsonl", max_alert_bytes=100_000)
+        self.tail = FileTail(log, intake, self.positions, rotate_wait_s=rotate_wait_s)
+        self.tail.poll_s = 0.02
+        self.stop = asyncio.Event()
+        self.task: asyncio.Task[None] | None = None
+
+    async def __aenter__(self) -> Tailing:
+        self.task = asyncio.create_task(self.tail.run(self.stop))
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.stop.set()
+        assert self.task is not None
+        await self.task
+        self.spool.close()
+
+    def lines(self) -> list[bytes]:
+        return [e.value for e in self.spool.read(1_000_000, 1 << 30)]
+
+    async def until(self, ok: Callable[[], bool], timeout: float = 5.0) -> None:
+        deadline = time.monotonic() + timeout
+        while not ok():
+            assert time.monotonic() < deadline, f"timed out; took {self.lines()!r}"
+            await asyncio.sleep(0.02)
+
+
+def write(fh, *lines: bytes) -> None:
+    fh.write(b"".join(ln + b"\n" for ln in lines))
+    fh.flush()
+
+
+async def test_lines_falco_writes_to_the_renamed_file_are_read(tmp_path):
+    log = tmp_path / "falco.json"
+    old = log.open("ab")
+    async with Tailing(tmp_path, log) as t:
+        write(old, b"a1", b"a2")
+        await t.until(lambda: len(t.lines()) == 2)
+        log.rename(tmp_path / "falco.json.1")  # logrotate "create"
+        new = log.open("ab")
+        write(new, b"b1")
+        await t.until(lambda: b"b1" in t.lines())
+        write(old, b"a3")  # Falco has not reopened its output yet
+        await asyncio.sleep(0.3)
+        write(old, b"a4", b"a5")
+        write(new, b"b2")
+        old.close()
+        await t.until(lambda: len(t.lines()) == 7)
+        await asyncio.sleep(0.2)
+        new.close()
+    assert sorted(t.lines()) == [b"a1", b"a2", b"a3", b"a4", b"a5", b"b1", b"b2"]
+
+
+async def test_renamed_file_is_closed_after_quiet_period_and_forgotten(tmp_path):
+    log = tmp_path / "falco.json"
+    with log.open("ab") as fh:
+        write(fh, b"a1")
+    async with Tailing(tmp_path, log, rotate_wait_s=0.3) as t:
+        await t.until(lambda: t.lines() == [b"a1"])
+        log.rename(tmp_path / "falco.json.1")
+        log.touch()
+        await t.until(lambda: len(t.tail.rotated) == 1)
+        assert ROTATED.join([str(log), ""]) in t.positions.data
+        await t.until(lambda: not t.tail.rotated, timeout=3)
+        t.positions.save()
+        saved = orjson.loads(t.positions.file.read_bytes())
+        assert set(saved) == {str(log)}
+        assert saved[str(log)]["ino"] == log.stat().st_ino
+
+
+async def test_cut_off_last_line_of_a_renamed_file_is_shipped_not_dropped(tmp_path):
+    log = tmp_path / "falco.json"
+    with log.open("ab") as fh:
+        fh.write(b'a1\n{"cut')
+    async with Tailing(tmp_path, log, rotate_wait_s=0.2) as t:
+        await t.until(lambda: t.lines() == [b"a1"])
+        log.rename(tmp_path / "falco.json.1")
+        log.touch()
+        await t.until(lambda: len(t.lines()) == 2)
+        await t.until(lambda: not t.tail.rotated)
+    assert t.lines() == [b"a1", b'{"cut']
+
+
+async def test_restart_finishes_the_renamed_file_and_the_new_one_without_repeats(tmp_path):
+    log = tmp_path / "falco.json"
+    old = log.open("ab")
+    write(old, b"a1")
+    async with Tailing(tmp_path, log) as t:
+        await t.until(lambda: t.lines() == [b"a1"])
+        log.rename(tmp_path / "falco.json.1")
+        new = log.open("ab")
+        write(new, b"b1")
+        await t.until(lambda: len(t.lines()) == 2)
+    taken = t.lines()
+    # While the agent is down, Falco writes to both (it reopens its output late).
+    write(old, b"a2")
+    write(new, b"b2")
+    old.close()
+    new.close()
+    again = Tailing(tmp_path, log)  # the same state directory and spool
+    again.spool.ack(again.spool.read(1_000_000, 1 << 30)[-1])  # as if run 1 had shipped them
+    async with again:
+        await again.until(lambda: len(again.lines()) == 2)
+        await asyncio.sleep(0.2)
+    assert sorted(taken) == [b"a1", b"b1"]
+    assert sorted(again.lines()) == [b"a2", b"b2"]
+
+
+async def test_copytruncate_reads_the_file_again_from_its_start(tmp_path):
+    log = tmp_path / "falco.json"
+    fh = log.open("ab")
+    write(fh, b"a1", b"a2")
+    async with Tailing(tmp_path, log) as t:
+        await t.until(lambda: len(t.lines()) == 2)
+        (tmp_path / "falco.json.1").write_bytes(log.read_bytes())
+        fh.truncate(0)
+        fh.seek(0)
+        write(fh, b"b1")
+        await t.until(lambda: len(t.lines()) == 3)
+        fh.close()
+        assert not t.tail.rotated
+    assert t.lines() == [b"a1", b"a2", b"b1"]
