@@ -10,6 +10,11 @@ consumer process, with ratios. Needs the stack: ./dev stack up.
 
 The machine's speed varies from minute to minute (a shared 2-core VM), so the three run in
 rounds, one after the other, and the medians and each round's ratios are printed.
+
+With --split-cores OpenSearch runs on CPU 0 and everything else (this script, the consumers,
+Kafka) on CPU 1, for all three alike: the topology of a deployment, where the consumer fleet
+does not take its CPU from the OpenSearch nodes. Without it they share both cores, and
+whatever a consumer burns is taken from the node.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ import io
 import os
 import time
 import uuid
+from collections.abc import Iterator
 from statistics import median
 
 from common import PY, ROOT, alerts, load_env
@@ -30,6 +36,10 @@ from ingest.config import OpsSettings, load
 from ingest.normalize.document import Document, normalize
 from ingest.ops.setup import run_setup
 from ingest.sink.bulk import OpenSearchSink
+from ingest.stack import process
+from ingest.stack.kafka import Kafka
+from ingest.stack.layout import Layout
+from ingest.stack.opensearch import OpenSearch
 
 
 async def produce(topic: str, values: list[bytes]) -> None:
@@ -97,6 +107,32 @@ async def raw_bulk_ceiling(client: AsyncOpenSearch, prefix: str, values: list[by
     return len(values) / (time.perf_counter() - t0)
 
 
+def pin(pid: int, cpus: set[int]) -> None:
+    """Every thread of ``pid`` onto ``cpus`` (threads started later inherit it)."""
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        with contextlib.suppress(ProcessLookupError):
+            os.sched_setaffinity(int(tid), cpus)
+
+
+@contextlib.contextmanager
+def split_cores() -> Iterator[None]:
+    """OpenSearch on CPU 0; Kafka, this process and its children on CPU 1."""
+    layout = Layout.default()
+    node = process.read_pid(OpenSearch(layout).pid_file)
+    kafka = process.read_pid(Kafka(layout).pid_file)
+    assert node and kafka, "--split-cores needs the project's own stack (./dev stack up)"
+    every = set(range(os.cpu_count() or 1))
+    assert len(every) >= 2, "--split-cores needs two CPUs"
+    pin(node, {0})
+    pin(kafka, {1})
+    pin(os.getpid(), {1})
+    try:
+        yield
+    finally:
+        for pid in (node, kafka, os.getpid()):
+            pin(pid, every)
+
+
 def _cpu_seconds(pid: int) -> float:
     fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
@@ -162,6 +198,9 @@ async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("n", nargs="?", type=int, default=100_000, help="alerts per run")
     parser.add_argument("--rounds", type=int, default=3, help="rounds; medians are printed")
+    parser.add_argument(
+        "--split-cores", action="store_true", help="OpenSearch on CPU 0, the rest on CPU 1"
+    )
     args = parser.parse_args()
     load_env()
     n, tag = args.n, uuid.uuid4().hex[:8]
@@ -170,20 +209,22 @@ async def main() -> None:
     await produce(topic, values)
     client = AsyncOpenSearch(hosts=[os.environ["INGEST_OPENSEARCH__URL"]], timeout=120)
     rounds = []
+    cores = split_cores() if args.split_cores else contextlib.nullcontext()
     try:
-        # a cold node (fresh JVM) would make the first figures look low: warm it up first
-        await setup_prefix(f"bench-warmup-{tag}")
-        await raw_bulk_ceiling(client, f"bench-warmup-{tag}", values[: max(1, n // 4)])
-        await client.indices.delete(index=f"bench-warmup-{tag}-*", ignore_unavailable=True)
-        for i in range(args.rounds):
-            rounds.append(await one_round(client, topic, values, f"{tag}{i}"))
-            r = rounds[-1]
-            print(
-                f"round {i + 1}: ceiling {r['raw'][0]:,.0f}/s, ours {r['ours'][0]:,.0f}/s "
-                f"{r['ours'][1]:,.0f}/CPU-s, naive {r['naive'][0]:,.0f}/s "
-                f"{r['naive'][1]:,.0f}/CPU-s",
-                flush=True,
-            )
+        with cores:
+            # a cold node (fresh JVM) would make the first figures look low: warm it up first
+            await setup_prefix(f"bench-warmup-{tag}")
+            await raw_bulk_ceiling(client, f"bench-warmup-{tag}", values[: max(1, n // 4)])
+            await client.indices.delete(index=f"bench-warmup-{tag}-*", ignore_unavailable=True)
+            for i in range(args.rounds):
+                rounds.append(await one_round(client, topic, values, f"{tag}{i}"))
+                r = rounds[-1]
+                print(
+                    f"round {i + 1}: ceiling {r['raw'][0]:,.0f}/s, ours {r['ours'][0]:,.0f}/s "
+                    f"{r['ours'][1]:,.0f}/CPU-s, naive {r['naive'][0]:,.0f}/s "
+                    f"{r['naive'][1]:,.0f}/CPU-s",
+                    flush=True,
+                )
     finally:
         await client.close()
     med = {
@@ -198,7 +239,9 @@ async def main() -> None:
         "cpu": [r["ours"][1] / r["naive"][1] for r in rounds],
         "wall": [r["ours"][0] / r["naive"][0] for r in rounds],
     }
-    print(f"\n{n} alerts, one topic (6 partitions), one OpenSearch node; medians of {len(rounds)}")
+    where = "OpenSearch on CPU 0, the rest on CPU 1" if args.split_cores else "sharing 2 CPUs"
+    print(f"\n{n} alerts, one topic (6 partitions), one OpenSearch node ({where})")
+    print(f"medians of {len(rounds)} rounds")
     print(f"raw _bulk ceiling (pre-encoded)  {med['raw']:>10,.0f} alerts/s")
     print(
         f"falco-ingest consume             {med['ours']:>10,.0f} alerts/s  "
