@@ -1,8 +1,11 @@
 """`falco-ingest archive list | prune | restore`: the archive's daily snapshots.
 
-A snapshot is ours when it is named like a daily index, ``<prefix>-YYYY.MM.DD`` (the name
-ISM's snapshot action gives it, ``{{ctx.index}}``), and holds exactly that index. Its age is
-the age of the day it holds; it is kept ``archive_retention_months`` (30) after that day.
+A snapshot is ours when it holds exactly one daily index ``<prefix>-YYYY.MM.DD`` and is
+named after it: either just the index name (taken by hand) or the index name followed by
+the time it was taken, ``-uuuu.MM.dd-HH:mm:ss.SSS`` (the name ISM's snapshot action gives,
+which always appends that suffix). Its age is the age of the day it holds; it is kept
+``archive_retention_months`` (30) after that day. A retried snapshot action can leave more
+than one snapshot of a day: all are listed and pruned, the newest successful one restored.
 """
 
 from __future__ import annotations
@@ -43,19 +46,22 @@ def add_months(day: dt.date, months: int) -> dt.date:
 
 
 async def archived_days(client: AsyncOpenSearch, repository: str, prefix: str) -> list[ArchivedDay]:
-    pattern = re.compile(rf"^{re.escape(prefix)}-(\d{{4}})\.(\d{{2}})\.(\d{{2}})$")
+    pattern = re.compile(
+        rf"^({re.escape(prefix)}-(\d{{4}})\.(\d{{2}})\.(\d{{2}}))"
+        r"(?:-\d{4}\.\d{2}\.\d{2}-\d{2}:\d{2}:\d{2}\.\d{3})?$"
+    )
     resp = await client.snapshot.get(repository=repository, snapshot="_all")
     out = []
     for snap in resp.get("snapshots", []):
         m = pattern.match(snap["snapshot"])
-        if m is None or snap.get("indices") != [snap["snapshot"]]:
+        if m is None or snap.get("indices") != [m[1]]:
             continue  # not ours: never listed, never pruned
         try:
-            day = dt.date(int(m[1]), int(m[2]), int(m[3]))
+            day = dt.date(int(m[2]), int(m[3]), int(m[4]))
         except ValueError:
             continue  # named like a day that does not exist: not ours either
         out.append(ArchivedDay(snap["snapshot"], day, snap.get("state", "?")))
-    return sorted(out, key=lambda a: a.day)
+    return sorted(out, key=lambda a: (a.day, a.snapshot))
 
 
 async def prune(
@@ -87,17 +93,17 @@ async def restore(
 ) -> list[str]:
     """Restore archived days ``first..last`` as ``restored-<index>`` (no alias, so they never
     mix with the live indices); returns the restored index names."""
-    days = [
-        a
-        for a in await archived_days(
-            client, settings.archive_repository, settings.opensearch.index_prefix
-        )
-        if first <= a.day <= last
-    ]
+    newest: dict[dt.date, ArchivedDay] = {}
+    for a in await archived_days(
+        client, settings.archive_repository, settings.opensearch.index_prefix
+    ):
+        if first <= a.day <= last and a.state == "SUCCESS":
+            newest[a.day] = a  # sorted by name within a day: ISM's suffix sorts by time
     restored = []
-    for a in days:
+    for a in newest.values():
+        index = f"{settings.opensearch.index_prefix}-{a.day:%Y.%m.%d}"
         body: dict[str, Any] = {
-            "indices": a.snapshot,
+            "indices": index,
             "rename_pattern": "(.+)",
             "rename_replacement": "restored-$1",
             "include_aliases": False,
@@ -108,7 +114,7 @@ async def restore(
             body=body,
             wait_for_completion=True,
         )
-        restored.append(f"restored-{a.snapshot}")
+        restored.append(f"restored-{index}")
     return restored
 
 
@@ -120,11 +126,12 @@ async def run_archive(settings: OpsSettings, action: str, **kw: Any) -> int:
             days = await archived_days(
                 client, settings.archive_repository, settings.opensearch.index_prefix
             )
-            print(f"{'snapshot':<32} {'day':<10} {'state':<8} keep until")
+            print(f"{'snapshot':<44} {'day':<10} {'state':<8} keep until")
             for a in days:
-                print(f"{a.snapshot:<32} {a.day} {a.state:<8} {a.expires(months)}")
+                print(f"{a.snapshot:<44} {a.day} {a.state:<8} {a.expires(months)}")
             if days:
-                print(f"archive spans {days[0].day} .. {days[-1].day} ({len(days)} days)")
+                n = len({a.day for a in days})
+                print(f"archive spans {days[0].day} .. {days[-1].day} ({n} days)")
             else:
                 print("archive is empty")
         elif action == "prune":

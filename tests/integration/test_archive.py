@@ -36,12 +36,14 @@ async def test_prune_removes_only_our_old_snapshots_and_restore_brings_a_day_bac
                         index=index, body={"@timestamp": f"{day.replace('.', '-')}T00:00:0{i}Z"}
                     )
                 await client.indices.refresh(index=index)
-                await client.snapshot.create(
-                    repository=repo,
-                    snapshot=index,
-                    body={"indices": index},
-                    wait_for_completion=True,
-                )
+                # by hand (the index name) and as ISM's snapshot action names it (+ its time)
+                for name in (index, f"{index}-2027.01.02-03:04:05.678"):
+                    await client.snapshot.create(
+                        repository=repo,
+                        snapshot=name,
+                        body={"indices": index},
+                        wait_for_completion=True,
+                    )
             # not ours: another team's snapshot in the same repository, and an odd name
             await client.snapshot.create(
                 repository=repo,
@@ -50,23 +52,27 @@ async def test_prune_removes_only_our_old_snapshots_and_restore_brings_a_day_bac
                 wait_for_completion=True,
             )
             settings = ops_for(prefix, repo)
+            old, new = f"{prefix}-2023.01.15", f"{prefix}-2026.11.20"
+            ism = "-2027.01.02-03:04:05.678"
             listed = await archived_days(client, repo, prefix)
-            assert [a.snapshot for a in listed] == [f"{prefix}-2023.01.15", f"{prefix}-2026.11.20"]
+            assert [a.snapshot for a in listed] == [old, old + ism, new, new + ism]
+            assert {a.state for a in listed} == {"SUCCESS"}
 
             today = dt.date(2026, 11, 26)
             assert [a.snapshot for a in await prune(client, settings, today, dry_run=True)] == [
-                f"{prefix}-2023.01.15"
+                old,
+                old + ism,
             ]
             assert (
-                len((await client.snapshot.get(repository=repo, snapshot="_all"))["snapshots"]) == 3
+                len((await client.snapshot.get(repository=repo, snapshot="_all"))["snapshots"]) == 5
             )
             gone = await prune(client, settings, today)
-            assert [a.snapshot for a in gone] == [f"{prefix}-2023.01.15"]
+            assert [a.snapshot for a in gone] == [old, old + ism]
             left = {
                 s["snapshot"]
                 for s in (await client.snapshot.get(repository=repo, snapshot="_all"))["snapshots"]
             }
-            assert left == {"manual-backup", f"{prefix}-2026.11.20"}
+            assert left == {"manual-backup", new, new + ism}
 
             await client.indices.delete(index=f"{prefix}-2026.11.20")  # ISM's delete, by hand
             names = await restore(client, settings, dt.date(2026, 11, 1), dt.date(2026, 11, 30))

@@ -15,9 +15,11 @@ class FakeSnapshots:
         self.names = names
 
     async def get(self, repository, snapshot):
-        return {
-            "snapshots": [{"snapshot": n, "indices": [n], "state": "SUCCESS"} for n in self.names]
-        }
+        snaps = []
+        for name in self.names:
+            name, _, index = name.partition(" holds ")
+            snaps.append({"snapshot": name, "indices": [index or name], "state": "SUCCESS"})
+        return {"snapshots": snaps}
 
 
 class FakeClient:
@@ -31,4 +33,20 @@ async def test_only_real_days_of_the_prefix_are_archived_days():
     assert [(a.snapshot, a.day) for a in days] == [
         ("falco-2026.11.19", dt.date(2026, 11, 19)),
         ("falco-2026.11.20", dt.date(2026, 11, 20)),
+    ]
+
+
+async def test_snapshots_named_by_ism_with_their_time_are_ours():
+    names = [
+        "falco-2026.11.20-2027.11.21-00:05:01.123 holds falco-2026.11.20",  # ISM's name
+        "falco-2026.11.20-2027.11.21-01:05:01.456 holds falco-2026.11.20",  # its retry
+        "falco-2026.11.19 holds falco-2026.11.19",  # taken by hand
+        "falco-2026.11.18-2027.11.19-00:05:01.123 holds falco-2026.11.17",  # another index
+        "falco-2026.11.18-latest holds falco-2026.11.18",  # not a name ISM gives
+    ]
+    days = await archived_days(FakeClient(names), "falco-archive", "falco")
+    assert [(a.snapshot[:30], a.day) for a in days] == [
+        ("falco-2026.11.19", dt.date(2026, 11, 19)),
+        ("falco-2026.11.20-2027.11.21-00", dt.date(2026, 11, 20)),
+        ("falco-2026.11.20-2027.11.21-01", dt.date(2026, 11, 20)),
     ]
