@@ -81,6 +81,16 @@ def _archive(args: argparse.Namespace) -> int:
     return asyncio.run(run_archive(settings, args.action, **kw))
 
 
+def _audit(args: argparse.Namespace) -> int:
+    from ingest import logs
+    from ingest.config import OpsSettings, load
+    from ingest.ops.audit import run_audit
+
+    settings = load(OpsSettings, args.config)
+    logs.setup(settings.log_level)
+    return asyncio.run(run_audit(settings, args.format))
+
+
 def _dlq(args: argparse.Namespace) -> int:
     from ingest import logs
     from ingest.config import ConsumerSettings, load
@@ -152,6 +162,16 @@ def parser() -> argparse.ArgumentParser:
     ar.add_argument("--from", dest="from_day", metavar="DAY", help="restore: first day")
     ar.add_argument("--to", dest="to_day", metavar="DAY", help="restore: last day")
     ar.set_defaults(func=_archive)
+
+    au = sub.add_parser("audit", help="evidence for auditors")
+    ausub = au.add_subparsers(dest="audit_command", required=True)
+    rt = ausub.add_parser(
+        "retention",
+        help="policy in force, every index with its age and ISM state, the archive; "
+        "exit 1 on a violation",
+    )
+    rt.add_argument("--format", choices=["md", "json"], default="md", help="default: md")
+    rt.set_defaults(func=_audit)
 
     dl = sub.add_parser("dlq", help="dead-letter topic tools")
     dlsub = dl.add_subparsers(dest="dlq_command", required=True)

@@ -1,12 +1,16 @@
-"""Archive snapshots on the real node: list, prune only our old ones, restore a day."""
+"""Archive snapshots on the real node: list, prune only our old ones, restore a day; the
+retention audit over real indices and snapshots."""
 
 from __future__ import annotations
 
 import datetime as dt
 import os
 
+import orjson
+
 from ingest.config import OpsSettings, load
-from ingest.ops.archive import archived_days, prune, restore
+from ingest.ops.archive import add_months, archived_days, prune, restore
+from ingest.ops.audit import run_audit
 from tests.integration.conftest import count_docs, os_client
 
 
@@ -82,6 +86,78 @@ async def test_prune_removes_only_our_old_snapshots_and_restore_brings_a_day_bac
             assert aliases[names[0]]["aliases"] == {}  # never mixed into the live alias
         finally:
             await client.indices.delete(index=f"restored-{prefix}-*", ignore_unavailable=True)
+            for s in (await client.snapshot.get(repository=repo, snapshot="_all"))["snapshots"]:
+                await client.snapshot.delete(repository=repo, snapshot=s["snapshot"])
+            await client.snapshot.delete_repository(repository=repo)
+
+
+async def test_audit_retention_reports_what_is_there_and_flags_each_planted_violation(
+    prefix, uid, capsys
+):
+    repo = f"archive-{uid}"
+    base = os.environ["INGEST_STACK_SNAPSHOT_DIR"]
+    settings = ops_for(prefix, repo)
+    today = dt.datetime.now(dt.UTC).date()
+
+    def name(days_ago: int) -> str:
+        return f"{prefix}-{today - dt.timedelta(days=days_ago):%Y.%m.%d}"
+
+    async def make_index(days_ago: int) -> None:
+        await client.index(index=name(days_ago), body={"@type": "falco"}, refresh=True)
+
+    async with os_client() as client:
+        await client.snapshot.create_repository(
+            repository=repo, body={"type": "fs", "settings": {"location": f"{base}/{repo}"}}
+        )
+        try:
+            for days_ago in (2, 1, 0):
+                await make_index(days_ago)
+            assert await run_audit(settings, "json", today) == 1
+            clean = orjson.loads(capsys.readouterr().out)
+            # This node has no ISM (see README): that alone is reported, nothing else.
+            assert [v["kind"] for v in clean["violations"]] == ["ism_missing"]
+            assert [i["index"] for i in clean["indices"]] == [name(2), name(1), name(0)]
+            assert [i["age_days"] for i in clean["indices"]] == [2, 1, 0]
+
+            await make_index(400)  # kept past the hot year
+            await make_index(450)  # archived, then deleted as ISM would
+            await client.snapshot.create(
+                repository=repo,
+                snapshot=f"{name(450)}-2026.01.02-03:04:05.678",
+                body={"indices": name(450)},
+                wait_for_completion=True,
+            )
+            await client.indices.delete(index=name(450))
+            await make_index(1000)  # an archived day kept past 30 months
+            await client.snapshot.create(
+                repository=repo,
+                snapshot=name(1000),
+                body={"indices": name(1000)},
+                wait_for_completion=True,
+            )
+            await client.indices.delete(index=name(1000))
+            await client.indices.delete(index=name(1))  # a recent day deleted, not archived
+
+            assert await run_audit(settings, "json", today) == 1
+            got = orjson.loads(capsys.readouterr().out)
+            found = {(v["kind"], v["subject"]) for v in got["violations"]}
+            assert ("past_hot_retention", name(400)) in found
+            assert ("archive_past_retention", name(1000)) in found
+            assert ("day_missing", str(today - dt.timedelta(days=1))) in found
+            first_kept = add_months(today, -30) + dt.timedelta(days=1)
+            assert ("day_missing", f"{first_kept} .. {today - dt.timedelta(days=451)}") in found
+            assert {k for k, _ in found} == {
+                "ism_missing",
+                "past_hot_retention",
+                "archive_past_retention",
+                "day_missing",
+            }
+            assert got["archive_span"]["days"] == 2
+
+            assert await run_audit(settings, "md", today) == 1
+            text = capsys.readouterr().out
+            assert f"| {name(400)} |" in text and "**past_hot_retention**" in text
+        finally:
             for s in (await client.snapshot.get(repository=repo, snapshot="_all"))["snapshots"]:
                 await client.snapshot.delete(repository=repo, snapshot=s["snapshot"])
             await client.snapshot.delete_repository(repository=repo)

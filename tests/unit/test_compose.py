@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from ingest.cli import parser
 from ingest.config import _unknown_env
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -57,7 +58,8 @@ K8S = ROOT / "deploy" / "k8s"
 def test_kubernetes_manifests_parse_and_use_real_settings(monkeypatch):
     docs = [d for f in sorted(K8S.glob("*.yaml")) for d in yaml.safe_load_all(f.read_text()) if d]
     kinds = {d["kind"] for d in docs}
-    assert {"DaemonSet", "Deployment", "ConfigMap", "Job", "PodDisruptionBudget"} <= kinds
+    workloads = {"DaemonSet", "Deployment", "Job", "CronJob"}
+    assert workloads | {"ConfigMap", "PodDisruptionBudget"} <= kinds
     for key in list(os.environ):
         if key.startswith("INGEST_"):
             monkeypatch.delenv(key)
@@ -70,3 +72,15 @@ def test_kubernetes_manifests_parse_and_use_real_settings(monkeypatch):
                 for e in c.get("env", []):
                     monkeypatch.setenv(e["name"], e.get("value", "x"))
     assert _unknown_env() == []
+
+
+def test_kubernetes_containers_run_real_commands():
+    docs = [d for f in sorted(K8S.glob("*.yaml")) for d in yaml.safe_load_all(f.read_text()) if d]
+    specs = [d["spec"].get("jobTemplate", {}).get("spec", d["spec"]) for d in docs if "spec" in d]
+    pods = [s["template"]["spec"] for s in specs if "template" in s]
+    commands = []
+    for pod in pods:
+        for c in pod["containers"]:
+            args = parser().parse_args(c["args"])  # exits (SystemExit) on an unknown command
+            commands.append(args.command)
+    assert {"agent", "consume", "setup", "archive", "audit"} <= set(commands)

@@ -1,0 +1,294 @@
+"""`falco-ingest audit retention`: what the cluster and the archive hold, against the rules
+(searchable for ``hot_retention_days``, archived for ``archive_retention_months``), with
+every violation named. Read-only; the exit code says whether anything is wrong."""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import orjson
+from opensearchpy import AsyncOpenSearch, NotFoundError, TransportError
+
+from ingest.config import OpsSettings
+from ingest.ops.archive import ArchivedDay, add_months, archived_days
+from ingest.sink.client import make_client
+
+# ISM acts on its job interval and retries a failed snapshot with backoff: an index is late
+# only when it is still searchable this long after its hot retention ended.
+GRACE_DAYS = 2
+VIOLATION_EXIT = 1
+
+
+@dataclass(frozen=True)
+class Finding:
+    kind: str
+    subject: str
+    detail: str
+
+
+@dataclass(frozen=True)
+class IndexRow:
+    index: str
+    day: dt.date
+    age_days: int
+    policy: str | None  # the ISM policy managing it; None: none (or no ISM at all)
+    state: str | None  # its ISM state
+
+
+@dataclass
+class Report:
+    prefix: str
+    today: dt.date
+    hot_retention_days: int
+    archive_retention_months: int
+    repository: str
+    ism_installed: bool
+    policy: dict[str, Any] | None  # the ISM policy in force: id, version, states
+    indices: list[IndexRow]
+    archive: list[ArchivedDay]
+    violations: list[Finding] = field(default_factory=list)
+
+    def to_json(self) -> bytes:
+        data = asdict(self)
+        data["archive_span"] = self.span()
+        return orjson.dumps(data, option=orjson.OPT_INDENT_2 | orjson.OPT_APPEND_NEWLINE)
+
+    def span(self) -> dict[str, Any] | None:
+        good = sorted({a.day for a in self.archive if a.state == "SUCCESS"})
+        if not good:
+            return None
+        return {"first": good[0], "last": good[-1], "days": len(good)}
+
+    def to_markdown(self) -> str:
+        out = [
+            f"# Falco alert retention: `{self.prefix}`, {self.today}",
+            "",
+            f"Rules: searchable for {self.hot_retention_days} days, then snapshotted into the "
+            f"archive repository `{self.repository}` and deleted; archived days kept "
+            f"{self.archive_retention_months} months.",
+            "",
+        ]
+        if not self.ism_installed:
+            out.append("Policy in force: **none** (index-management plugin not installed).")
+        elif self.policy is None:
+            out.append(f"Policy in force: **none** (`{self.prefix}-retention` not found).")
+        else:
+            out.append(
+                f"Policy in force: `{self.policy['id']}` version {self.policy['version']} "
+                f"(states: {', '.join(self.policy['states'])})."
+            )
+        out += ["", f"## Violations: {len(self.violations)}", ""]
+        out += [f"- **{v.kind}** `{v.subject}`: {v.detail}" for v in self.violations] or ["none"]
+        out += ["", f"## Indices: {len(self.indices)}", ""]
+        if self.indices:
+            out += ["| index | day | age (days) | ISM policy | ISM state |", "|" + "---|" * 5]
+            out += [
+                f"| {r.index} | {r.day} | {r.age_days} | {r.policy or '-'} | {r.state or '-'} |"
+                for r in self.indices
+            ]
+        span = self.span()
+        out += ["", f"## Archive `{self.repository}`: {len(self.archive)} snapshots", ""]
+        if span:
+            out.append(f"Days archived: {span['first']} .. {span['last']} ({span['days']} days).")
+            out.append("")
+        if self.archive:
+            out += ["| snapshot | day | state | keep until |", "|" + "---|" * 4]
+            months = self.archive_retention_months
+            out += [
+                f"| {a.snapshot} | {a.day} | {a.state} | {a.expires(months)} |"
+                for a in self.archive
+            ]
+        return "\n".join(out) + "\n"
+
+
+def findings(
+    prefix: str,
+    today: dt.date,
+    indices: list[IndexRow],
+    archive: list[ArchivedDay],
+    ism_installed: bool,
+    policy: dict[str, Any] | None,
+    hot_days: int,
+    months: int,
+) -> list[Finding]:
+    """The rules, applied to what was found. Pure."""
+    out: list[Finding] = []
+    policy_id = f"{prefix}-retention"
+    if not ism_installed:
+        out.append(
+            Finding(
+                "ism_missing",
+                "cluster",
+                "the index-management plugin is not installed: nothing deletes or archives "
+                "indices by itself",
+            )
+        )
+    elif policy is None:
+        out.append(Finding("policy_missing", policy_id, "no ISM policy of that id"))
+    for r in indices:
+        if r.age_days > hot_days + GRACE_DAYS:
+            out.append(
+                Finding(
+                    "past_hot_retention",
+                    r.index,
+                    f"{r.age_days} days old, still searchable (limit {hot_days} + "
+                    f"{GRACE_DAYS} days for ISM to act)",
+                )
+            )
+        if ism_installed and r.policy != policy_id:
+            out.append(Finding("no_policy", r.index, f"managed by {r.policy or 'no policy'}"))
+    live = {r.day for r in indices}
+    archived = {a.day for a in archive if a.state == "SUCCESS"}
+    for a in archive:
+        if a.expires(months) <= today:
+            out.append(
+                Finding(
+                    "archive_past_retention",
+                    a.snapshot,
+                    f"holds {a.day}, to be deleted on {a.expires(months)} "
+                    "(falco-ingest archive prune)",
+                )
+            )
+    for day in sorted({a.day for a in archive} - archived - live):
+        out.append(
+            Finding(
+                "archive_incomplete",
+                f"{prefix}-{day:%Y.%m.%d}",
+                "no successful snapshot of this day and no live index",
+            )
+        )
+    # Falco reports every day on every host (at least its drop counters), so a day between
+    # the oldest one kept and yesterday with neither an index nor an archived copy was
+    # deleted without an archive (or nothing reported that day).
+    known = live | archived
+    if known:
+        first = max(min(known), add_months(today, -months) + dt.timedelta(days=1))
+        day, missing = first, []
+        while day < today:
+            if day not in known:
+                missing.append(day)
+            day += dt.timedelta(days=1)
+        for start, end in _runs(missing):
+            span = f"{start}" if start == end else f"{start} .. {end}"
+            n = (end - start).days + 1
+            out.append(
+                Finding(
+                    "day_missing",
+                    span,
+                    f"{n} day(s) with neither a live index nor an archive snapshot",
+                )
+            )
+    return out
+
+
+def _runs(days: list[dt.date]) -> list[tuple[dt.date, dt.date]]:
+    runs: list[tuple[dt.date, dt.date]] = []
+    for d in days:
+        if runs and d - runs[-1][1] == dt.timedelta(days=1):
+            runs[-1] = (runs[-1][0], d)
+        else:
+            runs.append((d, d))
+    return runs
+
+
+async def _indices(client: AsyncOpenSearch, prefix: str, today: dt.date) -> list[IndexRow]:
+    pattern = re.compile(rf"^{re.escape(prefix)}-(\d{{4}})\.(\d{{2}})\.(\d{{2}})$")
+    rows = await client.cat.indices(index=f"{prefix}-*", format="json", h="index")
+    out = []
+    for row in rows:
+        m = pattern.match(row["index"])
+        if m is None:
+            continue
+        try:
+            day = dt.date(int(m[1]), int(m[2]), int(m[3]))
+        except ValueError:
+            continue
+        out.append(IndexRow(row["index"], day, (today - day).days, None, None))
+    return sorted(out, key=lambda r: r.day)
+
+
+async def _ism(
+    client: AsyncOpenSearch, prefix: str, indices: list[IndexRow]
+) -> tuple[bool, dict[str, Any] | None, list[IndexRow]]:
+    """(ISM installed?, the policy in force, the indices with their ISM policy and state)."""
+    try:
+        got = await client.transport.perform_request(
+            "GET", f"/_plugins/_ism/policies/{prefix}-retention"
+        )
+    except NotFoundError:
+        got = None  # ISM answered: no such policy
+    except TransportError as exc:
+        if exc.status_code == 400 and "no handler" in str(exc.info):
+            return False, None, indices  # the node has no ISM routes: plugin not installed
+        raise
+    policy = None
+    if got is not None:
+        body = got.get("policy", {})
+        policy = {
+            "id": got.get("_id"),
+            "version": got.get("_version"),
+            "states": [s.get("name") for s in body.get("states", [])],
+        }
+    explain = await client.transport.perform_request("GET", f"/_plugins/_ism/explain/{prefix}-*")
+    rows = []
+    for r in indices:
+        info = explain.get(r.index) or {}
+        state = (info.get("state") or {}).get("name")
+        rows.append(IndexRow(r.index, r.day, r.age_days, info.get("policy_id"), state))
+    return True, policy, rows
+
+
+async def build_report(client: AsyncOpenSearch, settings: OpsSettings, today: dt.date) -> Report:
+    prefix = settings.opensearch.index_prefix
+    indices = await _indices(client, prefix, today)
+    installed, policy, indices = await _ism(client, prefix, indices)
+    repository_found = True
+    try:
+        archive = await archived_days(client, settings.archive_repository, prefix)
+    except NotFoundError:
+        archive, repository_found = [], False
+    report = Report(
+        prefix,
+        today,
+        settings.hot_retention_days,
+        settings.archive_retention_months,
+        settings.archive_repository,
+        installed,
+        policy,
+        indices,
+        archive,
+    )
+    report.violations = findings(
+        prefix,
+        today,
+        indices,
+        archive,
+        installed,
+        policy,
+        settings.hot_retention_days,
+        settings.archive_retention_months,
+    )
+    if not repository_found:
+        report.violations.insert(
+            0,
+            Finding(
+                "repository_missing",
+                settings.archive_repository,
+                "no such snapshot repository: nothing can be archived (falco-ingest setup)",
+            ),
+        )
+    return report
+
+
+async def run_audit(settings: OpsSettings, fmt: str, today: dt.date | None = None) -> int:
+    today = today or dt.datetime.now(dt.UTC).date()
+    async with make_client(settings.opensearch) as client:
+        report = await build_report(client, settings, today)
+    if fmt == "json":
+        print(report.to_json().decode(), end="")
+    else:
+        print(report.to_markdown(), end="")
+    return VIOLATION_EXIT if report.violations else 0
