@@ -22,7 +22,7 @@ class Resource:
         return self.body.get("version", self.body.get("policy", {}).get("schema_version"))
 
 
-def _render(text: str, values: dict[str, str]) -> dict[str, Any]:
+def render(text: str, values: dict[str, str]) -> dict[str, Any]:
     for key, value in values.items():
         text = text.replace("${" + key + "}", value)
     loaded: dict[str, Any] = json.loads(text)
@@ -51,7 +51,7 @@ def load_resources(
                 "component_template",
                 name,
                 f"/_component_template/{name}",
-                _render(file.read_text(), values),
+                render(file.read_text(), values),
             )
         )
     for file in sorted((root / "index_templates").glob("*.json")):
@@ -61,7 +61,7 @@ def load_resources(
                 "index_template",
                 name,
                 f"/_index_template/{name}",
-                _render(file.read_text(), values),
+                render(file.read_text(), values),
             )
         )
     return out

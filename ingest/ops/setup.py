@@ -10,6 +10,7 @@ from opensearchpy import AsyncOpenSearch, NotFoundError
 
 from ingest.config import OpsSettings
 from ingest.consumer.topics import ensure_topics
+from ingest.ops import ism
 from ingest.ops.resources import Resource, canonical, load_resources
 from ingest.sink.client import make_client
 
@@ -19,7 +20,7 @@ DRIFT_EXIT = 2
 @dataclass(frozen=True)
 class Change:
     resource: str
-    action: str  # create | update | none
+    action: str  # create | update | none | skip (cannot be applied to this cluster)
     detail: str
 
 
@@ -78,13 +79,34 @@ async def plan(client: AsyncOpenSearch, settings: OpsSettings) -> list[tuple[Cha
         difference = _diff(res.body, current)
         action = "none" if difference is None else ("create" if current is None else "update")
         out.append((Change(f"{res.kind} {res.name}", action, difference or "in sync"), res))
+    out.append(await _plan_policy(client, settings))
     return out
 
 
-async def apply(client: AsyncOpenSearch, changes: list[tuple[Change, Resource]]) -> None:
+async def _plan_policy(client: AsyncOpenSearch, settings: OpsSettings) -> tuple[Change, Resource]:
+    res = ism.policy_resource(settings)
+    name = f"{res.kind} {res.name}"
+    if not await ism.installed(client):
+        why = "the index-management plugin is not installed: retention is not enforced here"
+        return Change(name, "skip", why), res
+    current, query = await ism.current(client, res)
+    if current is None:
+        return Change(name, "create", "missing"), res
+    changed = ism.differences(ism.comparable(res.body), current)
+    if not changed:
+        return Change(name, "none", "in sync"), res
+    detail = "differs in " + ", ".join(changed[:5]) + ("" if len(changed) <= 5 else ", ...")
+    return Change(name, "update", detail), ism.conditional(res, query)
+
+
+async def apply(
+    client: AsyncOpenSearch, changes: list[tuple[Change, Resource]], prefix: str
+) -> None:
     for change, res in changes:
-        if change.action != "none":
+        if change.action in ("create", "update"):
             await client.transport.perform_request("PUT", res.path, body=res.body)
+        if res.kind == "ism_policy" and change.action != "skip":
+            await ism.attach(client, prefix, updated=change.action == "update")
 
 
 async def run_setup(settings: OpsSettings, plan_only: bool = False) -> int:
@@ -92,11 +114,11 @@ async def run_setup(settings: OpsSettings, plan_only: bool = False) -> int:
         changes = await plan(client, settings)
         for change, _ in changes:
             print(f"{change.action:<7} {change.resource}: {change.detail}")
-        drifted = any(c.action != "none" for c, _ in changes)
+        drifted = any(c.action in ("create", "update") for c, _ in changes)
         if plan_only:
             print("drift: cluster differs from git" if drifted else "no drift")
             return DRIFT_EXIT if drifted else 0
-        await apply(client, changes)
+        await apply(client, changes, settings.opensearch.index_prefix)
         print("applied" if drifted else "nothing to do")
     k = settings.kafka
     if k.create_topics:
