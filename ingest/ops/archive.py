@@ -45,22 +45,37 @@ def add_months(day: dt.date, months: int) -> dt.date:
     raise ValueError(day)  # pragma: no cover
 
 
+_DAY = re.compile(r"\d{4}\.\d{2}\.\d{2}")
+_ISM_TAKEN = re.compile(r"-\d{4}\.\d{2}\.\d{2}-\d{2}:\d{2}:\d{2}\.\d{3}")
+
+
+def day_of(index: str, prefix: str) -> dt.date | None:
+    """The day of a daily index named ``<prefix>-YYYY.MM.DD``; None for any other name."""
+    day = index[len(prefix) + 1 :]
+    if not (index.startswith(prefix + "-") and _DAY.fullmatch(day)):
+        return None
+    try:
+        return dt.date(int(day[:4]), int(day[5:7]), int(day[8:]))
+    except ValueError:
+        return None  # named like a day that does not exist
+
+
+def _named_after(snapshot: str, index: str) -> bool:
+    """Named by hand (the index's name) or by ISM (the index's name and when it was taken)."""
+    rest = snapshot[len(index) :]
+    return snapshot.startswith(index) and (rest == "" or _ISM_TAKEN.fullmatch(rest) is not None)
+
+
 async def archived_days(client: AsyncOpenSearch, repository: str, prefix: str) -> list[ArchivedDay]:
-    pattern = re.compile(
-        rf"^({re.escape(prefix)}-(\d{{4}})\.(\d{{2}})\.(\d{{2}}))"
-        r"(?:-\d{4}\.\d{2}\.\d{2}-\d{2}:\d{2}:\d{2}\.\d{3})?$"
-    )
     resp = await client.snapshot.get(repository=repository, snapshot="_all")
     out = []
     for snap in resp.get("snapshots", []):
-        m = pattern.match(snap["snapshot"])
-        if m is None or snap.get("indices") != [m[1]]:
+        name, indices = snap["snapshot"], snap.get("indices") or []
+        if len(indices) != 1 or not _named_after(name, indices[0]):
             continue  # not ours: never listed, never pruned
-        try:
-            day = dt.date(int(m[2]), int(m[3]), int(m[4]))
-        except ValueError:
-            continue  # named like a day that does not exist: not ours either
-        out.append(ArchivedDay(snap["snapshot"], day, snap.get("state", "?")))
+        day = day_of(indices[0], prefix)
+        if day is not None:
+            out.append(ArchivedDay(name, day, snap.get("state", "?")))
     return sorted(out, key=lambda a: (a.day, a.snapshot))
 
 

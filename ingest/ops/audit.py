@@ -5,7 +5,6 @@ every violation named. Read-only; the exit code says whether anything is wrong."
 from __future__ import annotations
 
 import datetime as dt
-import re
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -13,7 +12,7 @@ import orjson
 from opensearchpy import AsyncOpenSearch, NotFoundError, TransportError
 
 from ingest.config import OpsSettings
-from ingest.ops.archive import ArchivedDay, add_months, archived_days
+from ingest.ops.archive import ArchivedDay, add_months, archived_days, day_of
 from ingest.sink.client import make_client
 
 # ISM acts on its job interval and retries a failed snapshot with backoff: an index is late
@@ -195,18 +194,12 @@ def _runs(days: list[dt.date]) -> list[tuple[dt.date, dt.date]]:
 
 
 async def _indices(client: AsyncOpenSearch, prefix: str, today: dt.date) -> list[IndexRow]:
-    pattern = re.compile(rf"^{re.escape(prefix)}-(\d{{4}})\.(\d{{2}})\.(\d{{2}})$")
     rows = await client.cat.indices(index=f"{prefix}-*", format="json", h="index")
     out = []
     for row in rows:
-        m = pattern.match(row["index"])
-        if m is None:
-            continue
-        try:
-            day = dt.date(int(m[1]), int(m[2]), int(m[3]))
-        except ValueError:
-            continue
-        out.append(IndexRow(row["index"], day, (today - day).days, None, None))
+        day = day_of(row["index"], prefix)
+        if day is not None:
+            out.append(IndexRow(row["index"], day, (today - day).days, None, None))
     return sorted(out, key=lambda r: r.day)
 
 

@@ -2,7 +2,7 @@
 
 import datetime as dt
 
-from ingest.ops.archive import add_months, archived_days
+from ingest.ops.archive import add_months, archived_days, day_of
 
 
 def test_thirty_months_from_a_day():
@@ -50,3 +50,16 @@ async def test_snapshots_named_by_ism_with_their_time_are_ours():
         ("falco-2026.11.20-2027.11.21-00", dt.date(2026, 11, 20)),
         ("falco-2026.11.20-2027.11.21-01", dt.date(2026, 11, 20)),
     ]
+
+
+def test_day_of_a_daily_index_name():
+    assert day_of("falco-2026.11.20", "falco") == dt.date(2026, 11, 20)
+    assert day_of("falco-dev-2026.11.20", "falco-dev") == dt.date(2026, 11, 20)
+    for name in (
+        "falco-2026.02.30",
+        "falco-2026.11.2",
+        "falco-dev-2026.11.20",
+        "restored-falco-2026.11.20",
+        "falco-2026-11-20",
+    ):
+        assert day_of(name, "falco") is None, name
