@@ -30,6 +30,9 @@ AGENT_ACCEPTED = Counter("ingest_agent_alerts_accepted_total", "Alerts read from
 AGENT_SENT = Counter("ingest_agent_alerts_sent_total", "Alerts acknowledged by Kafka")
 AGENT_SPOOLED = Counter("ingest_agent_alerts_spooled_total", "Alerts written to the disk spool")
 AGENT_SPOOL_BYTES = Gauge("ingest_agent_spool_bytes", "Bytes waiting in the disk spool")
+AGENT_ROTATED_OPEN = Gauge(
+    "ingest_agent_rotated_files_open", "Files renamed away by rotation, still being read"
+)
 AGENT_SPOOL_FULL = Counter("ingest_agent_spool_full_total", "Times the spool refused an alert")
 AGENT_REJECTED = Counter(
     "ingest_agent_alerts_rejected_total", "Alerts kept in the local reject file", ["reason"]

@@ -17,6 +17,7 @@ from typing import Any, BinaryIO
 
 import orjson
 
+from ingest import metrics
 from ingest.agent.intake import Intake
 
 log = logging.getLogger(__name__)
@@ -100,6 +101,7 @@ class FileTail:
         else:
             data.pop(key + ROTATED, None)
         self.positions.dirty = True
+        metrics.AGENT_ROTATED_OPEN.set(sum(len(v) for k, v in data.items() if k.endswith(ROTATED)))
 
     def _resume(self) -> None:
         """Reopen what we were reading; files rotated away while we were down are finished."""
@@ -221,6 +223,10 @@ class FileTail:
                 await self._take(f, [f.buf], stop)
                 if f.buf:
                     return  # stopped while the spool was full
+            log.info(
+                "rotated file quiet, closed",
+                extra={"path": str(self.path), "read_to": f.offset, "quiet_s": self.rotate_wait_s},
+            )
             f.fh.close()
             self.rotated.remove(f)
             self._record()

@@ -9,6 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import orjson
+from prometheus_client import REGISTRY
 
 from ingest.agent.intake import Intake
 from ingest.agent.spool import Spool
@@ -83,7 +84,9 @@ async def test_renamed_file_is_closed_after_quiet_period_and_forgotten(tmp_path)
         log.touch()
         await t.until(lambda: len(t.tail.rotated) == 1)
         assert ROTATED.join([str(log), ""]) in t.positions.data
+        assert REGISTRY.get_sample_value("ingest_agent_rotated_files_open") == 1
         await t.until(lambda: not t.tail.rotated, timeout=3)
+        assert REGISTRY.get_sample_value("ingest_agent_rotated_files_open") == 0
         t.positions.save()
         saved = orjson.loads(t.positions.file.read_bytes())
         assert set(saved) == {str(log)}
