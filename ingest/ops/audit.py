@@ -9,9 +9,10 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import orjson
-from opensearchpy import AsyncOpenSearch, NotFoundError, TransportError
+from opensearchpy import AsyncOpenSearch, NotFoundError
 
 from ingest.config import OpsSettings
+from ingest.ops import ism
 from ingest.ops.archive import ArchivedDay, add_months, archived_days, day_of
 from ingest.sink.client import make_client
 
@@ -115,7 +116,7 @@ def findings(
 ) -> list[Finding]:
     """The rules, applied to what was found. Pure."""
     out: list[Finding] = []
-    policy_id = f"{prefix}-retention"
+    policy_id = ism.policy_id(prefix)
     if not ism_installed:
         out.append(
             Finding(
@@ -127,6 +128,9 @@ def findings(
         )
     elif policy is None:
         out.append(Finding("policy_missing", policy_id, "no ISM policy of that id"))
+    elif policy.get("differs_from_git"):
+        where = ", ".join(policy["differs_from_git"][:5])
+        out.append(Finding("policy_differs", policy_id, f"not the reviewed policy in git: {where}"))
     for r in indices:
         if r.age_days > hot_days + GRACE_DAYS:
             out.append(
@@ -204,27 +208,22 @@ async def _indices(client: AsyncOpenSearch, prefix: str, today: dt.date) -> list
 
 
 async def _ism(
-    client: AsyncOpenSearch, prefix: str, indices: list[IndexRow]
+    client: AsyncOpenSearch, settings: OpsSettings, indices: list[IndexRow]
 ) -> tuple[bool, dict[str, Any] | None, list[IndexRow]]:
     """(ISM installed?, the policy in force, the indices with their ISM policy and state)."""
-    try:
-        got = await client.transport.perform_request(
-            "GET", f"/_plugins/_ism/policies/{prefix}-retention"
-        )
-    except NotFoundError:
-        got = None  # ISM answered: no such policy
-    except TransportError as exc:
-        if exc.status_code == 400 and "no handler" in str(exc.info):
-            return False, None, indices  # the node has no ISM routes: plugin not installed
-        raise
+    if not await ism.installed(client):
+        return False, None, indices
+    res = ism.policy_resource(settings)
+    held = await ism.current(client, res)
     policy = None
-    if got is not None:
-        body = got.get("policy", {})
+    if held is not None:
         policy = {
-            "id": got.get("_id"),
-            "version": got.get("_version"),
-            "states": [s.get("name") for s in body.get("states", [])],
+            "id": res.name,
+            "version": held.version,
+            "states": [s.get("name") for s in held.body["policy"].get("states", [])],
+            "differs_from_git": ism.drift(res, held),
         }
+    prefix = settings.opensearch.index_prefix
     explain = await client.transport.perform_request("GET", f"/_plugins/_ism/explain/{prefix}-*")
     rows = []
     for r in indices:
@@ -237,7 +236,7 @@ async def _ism(
 async def build_report(client: AsyncOpenSearch, settings: OpsSettings, today: dt.date) -> Report:
     prefix = settings.opensearch.index_prefix
     indices = await _indices(client, prefix, today)
-    installed, policy, indices = await _ism(client, prefix, indices)
+    installed, policy, indices = await _ism(client, settings, indices)
     repository_found = True
     try:
         archive = await archived_days(client, settings.archive_repository, prefix)

@@ -7,6 +7,7 @@ schema_version, error_notification, ...), so only what git sets is compared."""
 from __future__ import annotations
 
 import dataclasses
+from dataclasses import dataclass
 from typing import Any
 
 from opensearchpy import AsyncOpenSearch, NotFoundError, TransportError
@@ -47,18 +48,38 @@ async def installed(client: AsyncOpenSearch) -> bool:
     return True
 
 
-async def current(client: AsyncOpenSearch, res: Resource) -> tuple[dict[str, Any] | None, str]:
-    """(the policy as the cluster holds it, the query that makes an update conditional on
-    it not having changed since: ISM refuses an update without it)."""
+@dataclass(frozen=True)
+class Held:
+    """The policy as the cluster holds it."""
+
+    body: dict[str, Any]  # {"policy": {...}}, ISM's own fields included
+    version: int | None
+    seq_no: int
+    primary_term: int
+
+    @property
+    def condition(self) -> str:
+        """The query that makes an update conditional on the policy not having changed
+        since it was read (ISM refuses an update without it)."""
+        return f"?if_seq_no={self.seq_no}&if_primary_term={self.primary_term}"
+
+
+async def current(client: AsyncOpenSearch, res: Resource) -> Held | None:
     try:
         got = await client.transport.perform_request("GET", res.path)
     except NotFoundError:
-        return None, ""
+        return None
     body = got.get("policy", {})
     if "states" not in body and "policy" in body:  # some versions nest it once more
         body = body["policy"]
-    query = f"?if_seq_no={got['_seq_no']}&if_primary_term={got['_primary_term']}"
-    return {"policy": body}, query
+    return Held({"policy": body}, got.get("_version"), got["_seq_no"], got["_primary_term"])
+
+
+def drift(res: Resource, held: Held) -> list[str]:
+    """Where the held policy differs from git's, ``schema_version`` aside (ISM keeps its
+    own in that field)."""
+    policy = {k: v for k, v in res.body["policy"].items() if k != "schema_version"}
+    return differences({"policy": policy}, held.body)
 
 
 def differences(desired: Any, have: Any, path: str = "") -> list[str]:
@@ -80,14 +101,12 @@ def differences(desired: Any, have: Any, path: str = "") -> list[str]:
     return [] if canonical(desired) == canonical(have) else [path]
 
 
-def comparable(body: dict[str, Any]) -> dict[str, Any]:
-    """The policy without ``schema_version``: ISM keeps its own in that field."""
-    policy = {k: v for k, v in body["policy"].items() if k != "schema_version"}
-    return {"policy": policy}
+def describe(changed: list[str]) -> str:
+    return "differs in " + ", ".join(changed[:5]) + ("" if len(changed) <= 5 else ", ...")
 
 
-def conditional(res: Resource, query: str) -> Resource:
-    return dataclasses.replace(res, path=res.path + query)
+def conditional(res: Resource, held: Held) -> Resource:
+    return dataclasses.replace(res, path=res.path + held.condition)
 
 
 async def attach(client: AsyncOpenSearch, prefix: str, updated: bool) -> None:

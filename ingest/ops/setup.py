@@ -89,14 +89,13 @@ async def _plan_policy(client: AsyncOpenSearch, settings: OpsSettings) -> tuple[
     if not await ism.installed(client):
         why = "the index-management plugin is not installed: retention is not enforced here"
         return Change(name, "skip", why), res
-    current, query = await ism.current(client, res)
-    if current is None:
+    held = await ism.current(client, res)
+    if held is None:
         return Change(name, "create", "missing"), res
-    changed = ism.differences(ism.comparable(res.body), current)
+    changed = ism.drift(res, held)
     if not changed:
         return Change(name, "none", "in sync"), res
-    detail = "differs in " + ", ".join(changed[:5]) + ("" if len(changed) <= 5 else ", ...")
-    return Change(name, "update", detail), ism.conditional(res, query)
+    return Change(name, "update", ism.describe(changed)), ism.conditional(res, held)
 
 
 async def apply(

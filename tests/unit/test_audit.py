@@ -79,6 +79,8 @@ def test_without_ism_or_without_the_policy():
     indices, archive = clean_cluster()
     assert [f.kind for f in check(indices, archive, ism=False, policy=None)] == ["ism_missing"]
     assert [f.kind for f in check(indices, archive, policy=None)] == ["policy_missing"]
+    edited = dict(POLICY, differs_from_git=["policy.states[0].transitions"])
+    assert [f.kind for f in check(indices, archive, policy=edited)] == ["policy_differs"]
 
 
 def test_report_renders_both_formats():

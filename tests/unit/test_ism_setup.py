@@ -3,12 +3,14 @@ ISM: see README). What the real node without ISM does is in tests/integration/te
 """
 
 import copy
+import datetime as dt
 
 import pytest
 from opensearchpy import NotFoundError, TransportError
 
 from ingest.config import OpsSettings
 from ingest.ops import ism
+from ingest.ops.audit import IndexRow, _ism
 from ingest.ops.setup import _plan_policy, apply
 
 
@@ -21,6 +23,7 @@ class FakeIsm:
         self.policy: dict | None = None
         self.seq_no = 0
         self.calls: list[tuple[str, str]] = []
+        self.explain: dict = {"total_managed_indices": 0}
 
     async def perform_request(self, method, path, params=None, body=None):
         self.calls.append((method, path))
@@ -49,6 +52,8 @@ class FakeIsm:
             self.policy = copy.deepcopy(body["policy"])
             self.seq_no += 1
             return {}
+        if method == "GET" and path.startswith("/_plugins/_ism/explain/"):
+            return self.explain
         if method == "POST" and path.startswith("/_plugins/_ism/"):
             assert body == {"policy_id": "falco-retention"}
             return {"updated_indices": 0, "failures": False}
@@ -124,3 +129,27 @@ async def test_without_ism_the_policy_is_skipped_and_nothing_is_sent():
 )
 def test_differences_look_only_at_what_git_sets(desired, have, where):
     assert ism.differences(desired, have) == where
+
+
+async def test_audit_reads_the_policy_in_force_and_each_index_state():
+    fake = FakeIsm()
+    client = FakeClient(fake)
+    await apply(client, [await _plan_policy(client, SETTINGS)], "falco")
+    day = dt.date(2026, 11, 20)
+    rows = [IndexRow(f"falco-{d:%Y.%m.%d}", d, 6, None, None) for d in (day, day + dt.timedelta(1))]
+    fake.explain = {
+        rows[0].index: {"policy_id": "falco-retention", "state": {"name": "hot"}},
+        rows[1].index: {"index.plugins.index_state_management.policy_id": None},
+        "total_managed_indices": 1,
+    }
+    installed, policy, got = await _ism(client, SETTINGS, rows)
+    assert installed and policy is not None
+    assert (policy["id"], policy["states"], policy["differs_from_git"]) == (
+        "falco-retention",
+        ["hot", "archive", "delete"],
+        [],
+    )
+    assert [(r.policy, r.state) for r in got] == [("falco-retention", "hot"), (None, None)]
+    fake.policy["default_state"] = "archive"  # edited by hand
+    _, policy, _ = await _ism(client, SETTINGS, rows)
+    assert policy["differs_from_git"] == ["policy.default_state"]
