@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gzip
 import os
 import shutil
 import signal
@@ -186,16 +187,23 @@ async def test_concurrent_http_posts_all_reach_kafka(stack, tmp_path, uid):
             ndjson = make_alerts(10, tag=uid + "nd")
             async with session.post(f"http://127.0.0.1:{port}/", data=b"\n".join(ndjson)) as r:
                 assert r.status == 200
+            gzipped = make_alerts(3, tag=uid + "gz")  # http_output with compress_uploads
+            async with session.post(
+                f"http://127.0.0.1:{port}/",
+                data=gzip.compress(b"\n".join(gzipped)),
+                headers={"Content-Encoding": "gzip"},
+            ) as r:
+                assert r.status == 200
             async with session.post(
                 f"http://127.0.0.1:{port}/", data=b"x" * (5 * 1024 * 1024)
             ) as r:
                 assert r.status == 413
         assert {s for chunk in statuses for s in chunk} == {200}
-        got = await wait_in_kafka(topic, set(alerts) | set(ndjson))
+        got = await wait_in_kafka(topic, set(alerts) | set(ndjson) | set(gzipped))
     finally:
         assert stop(agent) == 0
     values = [m.value for m in got]
-    assert sorted(values) == sorted(alerts + ndjson)
+    assert sorted(values) == sorted(alerts + ndjson + gzipped)
 
 
 async def test_spool_full_holds_inputs_back_and_loses_nothing(stack, tmp_path, uid):
