@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import time
 
-from aiokafka import AIOKafkaConsumer
+from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 
 from ingest.config import ConsumerSettings
 from ingest.sink.dlq import make_producer
@@ -13,17 +13,31 @@ from ingest.sink.dlq import make_producer
 log = logging.getLogger(__name__)
 
 
+def replay_group(settings: ConsumerSettings, reason: str | None) -> str:
+    """The group whose offsets remember what was replayed. A replay of one reason has a group
+    of its own, so the records it passes over stay for a replay of everything."""
+    base = f"{settings.kafka.group_id}.dlq-replay"
+    return f"{base}.{reason}" if reason else base
+
+
+def replayed_headers(record: ConsumerRecord) -> list[tuple[str, bytes]]:
+    """The record's headers with the dead-letter ones renamed ``dlq.replayed.*``."""
+    headers = record.headers or ()
+    kept = [(h, v) for h, v in headers if not h.startswith("dlq.")]
+    return kept + [(f"dlq.replayed.{h[4:]}", v) for h, v in headers if h.startswith("dlq.")]
+
+
 async def replay_dlq(
     settings: ConsumerSettings, idle_s: float = 5.0, reason: str | None = None
 ) -> int:
-    """Copy records from the DLQ to the main topic (original value and key; the dead-letter
-    headers become ``dlq.replayed.*``), committing the DLQ offset after each copy is acked.
-    Returns how many were replayed."""
+    """Copy the records that are in the DLQ when the replay starts to the main topic
+    (original value and key), committing the DLQ offset after each copy is acked. Records
+    dead-lettered again while it runs are left for the next replay: a replay never chases
+    its own output. Returns how many were replayed."""
     k = settings.kafka
     consumer = AIOKafkaConsumer(
-        k.dlq_topic,
         **k.client_kwargs(),
-        group_id=f"{k.group_id}.dlq-replay",
+        group_id=replay_group(settings, reason),
         enable_auto_commit=False,
         auto_offset_reset="earliest",
     )
@@ -32,31 +46,41 @@ async def replay_dlq(
     await consumer.start()
     moved = 0
     try:
+        partitions = await producer.partitions_for(k.dlq_topic)
+        tps = [TopicPartition(k.dlq_topic, p) for p in sorted(partitions)]
+        if not tps:
+            return 0
+        consumer.assign(tps)
+        end = await consumer.end_offsets(tps)
+        left = {tp for tp in tps if await consumer.position(tp) < end[tp]}
         last = time.monotonic()
-        while time.monotonic() - last < idle_s:
-            batches = await consumer.getmany(timeout_ms=500, max_records=500)
+        while left and time.monotonic() - last < idle_s:
+            batches = await consumer.getmany(*left, timeout_ms=500, max_records=500)
             if not batches:
                 continue
             last = time.monotonic()
-            futures = []
-            for msgs in batches.values():
+            futures, commit = [], {}
+            for tp, msgs in batches.items():
+                msgs = [m for m in msgs if m.offset < end[tp]]
+                if len(msgs) < len(batches[tp]) or (msgs and msgs[-1].offset + 1 >= end[tp]):
+                    left.discard(tp)
+                if not msgs:
+                    continue
+                commit[tp] = msgs[-1].offset + 1
                 for m in msgs:
-                    headers = dict(m.headers or ())
-                    if reason and headers.get("dlq.reason", b"").decode() != reason:
+                    if reason and dict(m.headers or ()).get("dlq.reason", b"").decode() != reason:
                         continue
-                    kept = [(h, v) for h, v in (m.headers or ()) if not h.startswith("dlq.")]
-                    kept += [
-                        (f"dlq.replayed.{h[4:]}", v)
-                        for h, v in (m.headers or ())
-                        if h.startswith("dlq.")
-                    ]
-                    futures.append(await producer.send(k.topic, m.value, key=m.key, headers=kept))
+                    headers = replayed_headers(m)
+                    futures.append(
+                        await producer.send(k.topic, m.value, key=m.key, headers=headers)
+                    )
             for fut in futures:
                 await fut
             moved += len(futures)
-            await consumer.commit({tp: msgs[-1].offset + 1 for tp, msgs in batches.items()})
+            if commit:
+                await consumer.commit(commit)
     finally:
         await consumer.stop()
         await producer.stop()
-    log.info("dlq replay done", extra={"replayed": moved})
+    log.info("dlq replay done", extra={"replayed": moved, "reason": reason})
     return moved

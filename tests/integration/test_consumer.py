@@ -121,6 +121,38 @@ async def test_dlq_replay_refeeds_the_main_topic(prefix, uid):
     assert sorted(m.value for m in replayed) == [b"garbage-1", b"garbage-2"]
 
 
+async def test_dlq_replay_of_one_reason_leaves_the_others_for_a_full_replay(prefix, uid):
+    from ingest.sink.replay import replay_dlq
+
+    topic = f"c-{uid}"
+    await produce(topic, [b"garbage-1", b'{"rule":"r","priority":"loud"}'])
+    settings = consumer_settings(topic, prefix)
+    await run_consumer(settings, stop_when_idle=3)
+    assert len(await read_topic(f"{topic}.dlq", expect=2)) == 2
+    assert await replay_dlq(settings, idle_s=2, reason="bad_priority") == 1
+    assert await replay_dlq(settings, idle_s=2, reason="bad_priority") == 0  # remembered
+    assert await replay_dlq(settings, idle_s=2) == 2  # the one passed over is still there
+
+
+async def test_dlq_replay_does_not_chase_alerts_dead_lettered_again(prefix, uid):
+    from ingest.sink.replay import replay_dlq
+
+    topic = f"c-{uid}"
+    await produce(topic, [b"garbage-1", b"garbage-2"])
+    settings = consumer_settings(topic, prefix)
+    await run_consumer(settings, stop_when_idle=3)
+    # The consumer keeps running: what the replay puts back is dead-lettered again at once.
+    consumer = asyncio.create_task(run_consumer(settings, stop_when_idle=8))
+    try:
+        moved = await asyncio.wait_for(replay_dlq(settings, idle_s=4), timeout=60)
+        assert moved == 2
+        await asyncio.wait_for(consumer, timeout=120)
+    finally:
+        consumer.cancel()
+    assert len(await read_topic(f"{topic}.dlq", expect=4)) == 4
+    assert await replay_dlq(settings, idle_s=2) == 2  # only those dead-lettered since
+
+
 async def wait_for_docs(prefix: str, n: int, task: asyncio.Task, timeout: float = 120) -> None:
     deadline = time.monotonic() + timeout
     while await count_docs(prefix) < n:
