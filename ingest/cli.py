@@ -197,6 +197,31 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
+    except Exception as exc:
+        message = _unreachable(exc)
+        if message is None:
+            raise
+        print(f"falco-ingest: {message}", file=sys.stderr)
+        return UNREACHABLE_EXIT
+
+
+UNREACHABLE_EXIT = 3
+
+
+def _unreachable(exc: Exception) -> str | None:
+    """One line for a service that did not answer (or refused) where a traceback would say
+    no more; None for anything else."""
+    from aiokafka.errors import KafkaConnectionError
+    from opensearchpy.exceptions import ConnectionError as OpenSearchDown
+    from opensearchpy.exceptions import TransportError
+
+    if isinstance(exc, OpenSearchDown):
+        return f"OpenSearch did not answer: {exc.info or exc.error}"
+    if isinstance(exc, TransportError):
+        return f"OpenSearch refused the request ({exc.status_code}): {exc.info}"
+    if isinstance(exc, KafkaConnectionError):
+        return f"Kafka did not answer: {exc}"
+    return None
 
 
 if __name__ == "__main__":

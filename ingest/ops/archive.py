@@ -107,7 +107,8 @@ async def restore(
     client: AsyncOpenSearch, settings: OpsSettings, first: dt.date, last: dt.date
 ) -> list[str]:
     """Restore archived days ``first..last`` as ``restored-<index>`` (no alias, so they never
-    mix with the live indices); returns the restored index names."""
+    mix with the live indices); returns the restored index names. A day restored before
+    (its ``restored-*`` index is there) is left as it is."""
     newest: dict[dt.date, ArchivedDay] = {}
     for a in await archived_days(
         client, settings.archive_repository, settings.opensearch.index_prefix
@@ -117,6 +118,9 @@ async def restore(
     restored = []
     for a in newest.values():
         index = f"{settings.opensearch.index_prefix}-{a.day:%Y.%m.%d}"
+        if await client.indices.exists(index=f"restored-{index}"):
+            log.info("already restored", extra={"index": f"restored-{index}"})
+            continue
         body: dict[str, Any] = {
             "indices": index,
             "rename_pattern": "(.+)",
@@ -155,5 +159,5 @@ async def run_archive(settings: OpsSettings, action: str, **kw: Any) -> int:
             print(f"{verb} {len(gone)} snapshot(s) older than {months} months")
         else:
             names = await restore(client, settings, kw["first"], kw["last"])
-            print("restored: " + (", ".join(names) if names else "nothing in that range"))
+            print("restored: " + (", ".join(names) if names else "nothing (new) in that range"))
     return 0

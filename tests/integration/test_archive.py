@@ -82,6 +82,8 @@ async def test_prune_removes_only_our_old_snapshots_and_restore_brings_a_day_bac
             names = await restore(client, settings, dt.date(2026, 11, 1), dt.date(2026, 11, 30))
             assert names == [f"restored-{prefix}-2026.11.20"]
             assert await count_docs(f"restored-{prefix}") == 3
+            again = await restore(client, settings, dt.date(2026, 11, 1), dt.date(2026, 11, 30))
+            assert again == []  # already there: left as it is, no error
             aliases = await client.indices.get_alias(index=names[0])
             assert aliases[names[0]]["aliases"] == {}  # never mixed into the live alias
         finally:
