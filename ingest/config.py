@@ -49,6 +49,19 @@ class KafkaSettings(_Strict):
     create_topics: bool = True
     topic_partitions: int = Field(default=6, ge=1, le=1000)
     replication_factor: int = Field(default=1, ge=1, le=7)
+    # How long Kafka keeps alerts: the longest consumer outage that loses nothing. The DLQ
+    # keeps its records until someone has looked at them (-1: no time limit).
+    topic_retention_ms: int = Field(default=7 * 86_400_000, ge=3_600_000)
+    dlq_retention_ms: int = Field(default=-1, ge=-1)
+
+    def topic_configs(self, topic: str) -> dict[str, str]:
+        """Settings of a topic this project creates: its retention, and acks=all meaning
+        two copies once there are two replicas."""
+        retention = self.dlq_retention_ms if topic == self.dlq_topic else self.topic_retention_ms
+        return {
+            "retention.ms": str(retention),
+            "min.insync.replicas": str(min(2, self.replication_factor)),
+        }
 
     @model_validator(mode="after")
     def _sasl_complete(self) -> KafkaSettings:

@@ -1,4 +1,4 @@
-"""Create the alert and dead-letter topics when they are missing."""
+"""Create the alert and dead-letter topics when they are missing, with their retention."""
 
 from __future__ import annotations
 
@@ -19,7 +19,15 @@ async def ensure_topics(kafka: KafkaSettings, *topics: str) -> list[str]:
             return []
         try:
             await admin.create_topics(
-                [NewTopic(t, kafka.topic_partitions, kafka.replication_factor) for t in missing]
+                [
+                    NewTopic(
+                        t,
+                        kafka.topic_partitions,
+                        kafka.replication_factor,
+                        topic_configs=kafka.topic_configs(t),
+                    )
+                    for t in missing
+                ]
             )
         except TopicAlreadyExistsError:
             pass  # another consumer of the fleet made it first
