@@ -226,6 +226,7 @@ class OpsSettings(_Base):
     archive_location: str | None = None
     archive_retention_months: int = Field(default=30, ge=1, le=240)
     hot_retention_days: int = Field(default=365, ge=1)
+    restored_retention_days: int = Field(default=30, ge=1)
     index_shards: int = Field(default=1, ge=1, le=64)
     index_replicas: int = Field(default=0, ge=0, le=8)
     index_refresh_interval: str = Field(default="5s", pattern=r"^(-1|\d+(ms|s|m))$")

@@ -6,6 +6,9 @@ the time it was taken, ``-uuuu.MM.dd-HH:mm:ss.SSS`` (the name ISM's snapshot act
 which always appends that suffix). Its age is the age of the day it holds; it is kept
 ``archive_retention_months`` (30) after that day. A retried snapshot action can leave more
 than one snapshot of a day: all are listed and pruned, the newest successful one restored.
+
+A restored day is an investigation's copy (``restored-<index>``, stamped with the day it
+was restored); `prune` deletes it ``restored_retention_days`` (30) later.
 """
 
 from __future__ import annotations
@@ -103,6 +106,53 @@ async def prune(
     return expired
 
 
+RESTORED_AT = "falco_ingest_restored_at"  # in the restored index's mapping _meta
+
+
+@dataclass(frozen=True)
+class RestoredIndex:
+    index: str
+    restored_on: dt.date | None  # None: restored by other means than `archive restore`
+
+    def expires(self, days: int) -> dt.date | None:
+        return self.restored_on + dt.timedelta(days=days) if self.restored_on else None
+
+
+async def restored_indices(client: AsyncOpenSearch, prefix: str) -> list[RestoredIndex]:
+    got = await client.indices.get_mapping(index=f"restored-{prefix}-*")
+    out = []
+    for index, body in sorted(got.items()):
+        stamp = (body.get("mappings", {}).get("_meta") or {}).get(RESTORED_AT)
+        try:
+            day = dt.date.fromisoformat(str(stamp)[:10]) if stamp else None
+        except ValueError:
+            day = None
+        out.append(RestoredIndex(index, day))
+    return out
+
+
+async def prune_restored(
+    client: AsyncOpenSearch, settings: OpsSettings, today: dt.date, dry_run: bool = False
+) -> list[RestoredIndex]:
+    """Delete ``restored-*`` indices that `archive restore` made more than
+    ``restored_retention_days`` ago: an investigation's copy, not a second archive."""
+    days = settings.restored_retention_days
+    expired = [
+        r
+        for r in await restored_indices(client, settings.opensearch.index_prefix)
+        if (end := r.expires(days)) is not None and end <= today
+    ]
+    for r in expired:
+        if not dry_run:
+            await client.indices.delete(index=r.index)
+        log.warning(
+            "restored index past retention %s",
+            "would be deleted" if dry_run else "deleted",
+            extra={"index": r.index, "restored_on": str(r.restored_on), "days": days},
+        )
+    return expired
+
+
 async def restore(
     client: AsyncOpenSearch, settings: OpsSettings, first: dt.date, last: dt.date
 ) -> list[str]:
@@ -133,6 +183,10 @@ async def restore(
             body=body,
             wait_for_completion=True,
         )
+        await client.indices.put_mapping(
+            index=f"restored-{index}",
+            body={"_meta": {RESTORED_AT: dt.datetime.now(dt.UTC).isoformat()}},
+        )
         restored.append(f"restored-{index}")
     return restored
 
@@ -154,9 +208,15 @@ async def run_archive(settings: OpsSettings, action: str, **kw: Any) -> int:
             else:
                 print("archive is empty")
         elif action == "prune":
-            gone = await prune(client, settings, today, dry_run=kw.get("dry_run", False))
-            verb = "would delete" if kw.get("dry_run") else "deleted"
+            dry_run = kw.get("dry_run", False)
+            gone = await prune(client, settings, today, dry_run=dry_run)
+            copies = await prune_restored(client, settings, today, dry_run=dry_run)
+            verb = "would delete" if dry_run else "deleted"
             print(f"{verb} {len(gone)} snapshot(s) older than {months} months")
+            print(
+                f"{verb} {len(copies)} restored-* index(es) restored more than "
+                f"{settings.restored_retention_days} days ago"
+            )
         else:
             names = await restore(client, settings, kw["first"], kw["last"])
             print("restored: " + (", ".join(names) if names else "nothing (new) in that range"))

@@ -13,7 +13,14 @@ from opensearchpy import AsyncOpenSearch, NotFoundError
 
 from ingest.config import OpsSettings
 from ingest.ops import ism
-from ingest.ops.archive import ArchivedDay, add_months, archived_days, day_of
+from ingest.ops.archive import (
+    ArchivedDay,
+    RestoredIndex,
+    add_months,
+    archived_days,
+    day_of,
+    restored_indices,
+)
 from ingest.sink.client import make_client
 
 # ISM acts on its job interval and retries a failed snapshot with backoff: an index is late
@@ -50,6 +57,8 @@ class Report:
     indices: list[IndexRow]
     archive: list[ArchivedDay]
     violations: list[Finding] = field(default_factory=list)
+    restored: list[RestoredIndex] = field(default_factory=list)
+    restored_retention_days: int = 30
 
     def to_json(self) -> bytes:
         data = asdict(self)
@@ -100,6 +109,14 @@ class Report:
             out += [
                 f"| {a.snapshot} | {a.day} | {a.state} | {a.expires(months)} |"
                 for a in self.archive
+            ]
+        if self.restored:
+            out += ["", f"## Restored for investigations: {len(self.restored)}", ""]
+            out += ["| index | restored on | delete on |", "|" + "---|" * 3]
+            days = self.restored_retention_days
+            out += [
+                f"| {r.index} | {r.restored_on or '-'} | {r.expires(days) or '-'} |"
+                for r in self.restored
             ]
         return "\n".join(out) + "\n"
 
@@ -187,6 +204,22 @@ def findings(
     return out
 
 
+def restored_findings(restored: list[RestoredIndex], today: dt.date, days: int) -> list[Finding]:
+    """Investigation copies kept past their time (`archive prune` runs daily). Pure."""
+    out = []
+    for r in restored:
+        end = r.expires(days)
+        if end is not None and (today - end).days > GRACE_DAYS:
+            out.append(
+                Finding(
+                    "restored_past_retention",
+                    r.index,
+                    f"restored on {r.restored_on}, to be deleted on {end} (archive prune)",
+                )
+            )
+    return out
+
+
 def _runs(days: list[dt.date]) -> list[tuple[dt.date, dt.date]]:
     runs: list[tuple[dt.date, dt.date]] = []
     for d in days:
@@ -263,6 +296,9 @@ async def build_report(client: AsyncOpenSearch, settings: OpsSettings, today: dt
         settings.hot_retention_days,
         settings.archive_retention_months,
     )
+    report.restored = await restored_indices(client, prefix)
+    report.restored_retention_days = settings.restored_retention_days
+    report.violations += restored_findings(report.restored, today, settings.restored_retention_days)
     if not repository_found:
         report.violations.insert(
             0,

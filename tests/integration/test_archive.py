@@ -9,7 +9,15 @@ import os
 import orjson
 
 from ingest.config import OpsSettings, load
-from ingest.ops.archive import add_months, archived_days, prune, restore
+from ingest.ops.archive import (
+    RestoredIndex,
+    add_months,
+    archived_days,
+    prune,
+    prune_restored,
+    restore,
+    restored_indices,
+)
 from ingest.ops.audit import run_audit
 from tests.integration.conftest import count_docs, os_client
 
@@ -84,8 +92,18 @@ async def test_prune_removes_only_our_old_snapshots_and_restore_brings_a_day_bac
             assert await count_docs(f"restored-{prefix}") == 3
             again = await restore(client, settings, dt.date(2026, 11, 1), dt.date(2026, 11, 30))
             assert again == []  # already there: left as it is, no error
+
             aliases = await client.indices.get_alias(index=names[0])
             assert aliases[names[0]]["aliases"] == {}  # never mixed into the live alias
+            # an investigation's copy: stamped, and pruned 30 days after it was restored
+            on = dt.datetime.now(dt.UTC).date()
+            assert await restored_indices(client, prefix) == [RestoredIndex(names[0], on)]
+            later = on + dt.timedelta(days=settings.restored_retention_days)
+            assert await prune_restored(client, settings, later - dt.timedelta(days=1)) == []
+            assert len(await prune_restored(client, settings, later, dry_run=True)) == 1
+            assert await client.indices.exists(index=names[0])
+            assert [r.index for r in await prune_restored(client, settings, later)] == names
+            assert not await client.indices.exists(index=names[0])
         finally:
             await client.indices.delete(index=f"restored-{prefix}-*", ignore_unavailable=True)
             for s in (await client.snapshot.get(repository=repo, snapshot="_all"))["snapshots"]:

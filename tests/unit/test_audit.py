@@ -4,8 +4,8 @@ import datetime as dt
 
 import orjson
 
-from ingest.ops.archive import ArchivedDay
-from ingest.ops.audit import GRACE_DAYS, IndexRow, Report, findings
+from ingest.ops.archive import ArchivedDay, RestoredIndex
+from ingest.ops.audit import GRACE_DAYS, IndexRow, Report, findings, restored_findings
 
 TODAY = dt.date(2026, 11, 26)
 POLICY = {"id": "falco-retention", "version": 3, "states": ["hot", "archive", "delete"]}
@@ -94,3 +94,11 @@ def test_report_renders_both_formats():
     assert "`falco-retention` version 3" in text
     assert "| falco-2026.11.26 | 2026-11-26 | 0 | falco-retention | hot |" in text
     assert f"## Violations: {len(report.violations)}" in text
+
+
+def test_restored_copies_kept_past_their_days_are_flagged():
+    old = RestoredIndex("restored-falco-2025.01.01", TODAY - dt.timedelta(days=30 + GRACE_DAYS + 1))
+    recent = RestoredIndex("restored-falco-2025.01.02", TODAY - dt.timedelta(days=30 + GRACE_DAYS))
+    by_hand = RestoredIndex("restored-falco-2025.01.03", None)
+    got = restored_findings([old, recent, by_hand], TODAY, 30)
+    assert [(f.kind, f.subject) for f in got] == [("restored_past_retention", old.index)]
