@@ -11,8 +11,10 @@ import time
 
 import orjson
 
+from ingest.config import ConsumerSettings
 from ingest.consumer.runner import run_consumer
 from ingest.consumer.topics import ensure_topics
+from ingest.sink.replay import replay_dlq
 from ingest.stack import process
 from ingest.stack.layout import Layout
 from tests.integration.conftest import (
@@ -106,41 +108,33 @@ async def test_malformed_input_goes_to_the_dead_letter_topic_with_reasons(prefix
         assert mixed[int(h["dlq.source.offset"])] == m.value or h["dlq.source.partition"]
 
 
-async def test_dlq_replay_refeeds_the_main_topic(prefix, uid):
-    from ingest.sink.replay import replay_dlq
-
+async def dead_lettered(prefix: str, uid: str, values: list[bytes]) -> ConsumerSettings:
+    """``values`` through the consumer into its DLQ; the settings of that consumer."""
     topic = f"c-{uid}"
-    await produce(topic, [b"garbage-1", b"garbage-2"])
+    await produce(topic, values)
     settings = consumer_settings(topic, prefix)
     await run_consumer(settings, stop_when_idle=3)
-    assert len(await read_topic(f"{topic}.dlq", expect=2)) == 2
-    moved = await replay_dlq(settings, idle_s=2)
-    assert moved == 2
-    main = await read_topic(topic, expect=4)
+    assert len(await read_topic(settings.kafka.dlq_topic, expect=len(values))) == len(values)
+    return settings
+
+
+async def test_dlq_replay_refeeds_the_main_topic(prefix, uid):
+    settings = await dead_lettered(prefix, uid, [b"garbage-1", b"garbage-2"])
+    assert await replay_dlq(settings, idle_s=2) == 2
+    main = await read_topic(settings.kafka.topic, expect=4)
     replayed = [m for m in main if any(h.startswith("dlq.replayed.") for h, _ in m.headers)]
     assert sorted(m.value for m in replayed) == [b"garbage-1", b"garbage-2"]
 
 
 async def test_dlq_replay_of_one_reason_leaves_the_others_for_a_full_replay(prefix, uid):
-    from ingest.sink.replay import replay_dlq
-
-    topic = f"c-{uid}"
-    await produce(topic, [b"garbage-1", b'{"rule":"r","priority":"loud"}'])
-    settings = consumer_settings(topic, prefix)
-    await run_consumer(settings, stop_when_idle=3)
-    assert len(await read_topic(f"{topic}.dlq", expect=2)) == 2
+    settings = await dead_lettered(prefix, uid, [b"garbage-1", b'{"rule":"r","priority":"loud"}'])
     assert await replay_dlq(settings, idle_s=2, reason="bad_priority") == 1
     assert await replay_dlq(settings, idle_s=2, reason="bad_priority") == 0  # remembered
     assert await replay_dlq(settings, idle_s=2) == 2  # the one passed over is still there
 
 
 async def test_dlq_replay_does_not_chase_alerts_dead_lettered_again(prefix, uid):
-    from ingest.sink.replay import replay_dlq
-
-    topic = f"c-{uid}"
-    await produce(topic, [b"garbage-1", b"garbage-2"])
-    settings = consumer_settings(topic, prefix)
-    await run_consumer(settings, stop_when_idle=3)
+    settings = await dead_lettered(prefix, uid, [b"garbage-1", b"garbage-2"])
     # The consumer keeps running: what the replay puts back is dead-lettered again at once.
     consumer = asyncio.create_task(run_consumer(settings, stop_when_idle=8))
     try:
@@ -149,7 +143,7 @@ async def test_dlq_replay_does_not_chase_alerts_dead_lettered_again(prefix, uid)
         await asyncio.wait_for(consumer, timeout=120)
     finally:
         consumer.cancel()
-    assert len(await read_topic(f"{topic}.dlq", expect=4)) == 4
+    assert len(await read_topic(settings.kafka.dlq_topic, expect=4)) == 4
     assert await replay_dlq(settings, idle_s=2) == 2  # only those dead-lettered since
 
 
