@@ -1,11 +1,15 @@
-"""Create the alert and dead-letter topics when they are missing, with their retention."""
+"""The alert and dead-letter topics: made when missing, with their retention; their
+settings compared with ours and set again (``setup``)."""
 
 from __future__ import annotations
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import TopicAlreadyExistsError
 
 from ingest.config import KafkaSettings
+
+TOPIC_CONFIG = 1  # DescribeConfigs config_source: set on the topic itself
 
 
 async def ensure_topics(kafka: KafkaSettings, *topics: str) -> list[str]:
@@ -34,3 +38,64 @@ async def ensure_topics(kafka: KafkaSettings, *topics: str) -> list[str]:
         return missing
     finally:
         await admin.close()
+
+
+async def topic_drift(kafka: KafkaSettings, *topics: str) -> dict[str, dict[str, str] | None]:
+    """For each topic: None if it is missing, else ``{setting: "have -> want"}`` for each of
+    our settings it holds another value of (empty when in sync)."""
+    admin = AIOKafkaAdminClient(**kafka.client_kwargs())
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        out: dict[str, dict[str, str] | None] = {t: None for t in topics if t not in existing}
+        present = [t for t in topics if t in existing]
+        for topic, entries in (await _describe(admin, present)).items():
+            have = {name: value for name, value, _ in entries}
+            out[topic] = {
+                key: f"{have.get(key)} -> {want}"
+                for key, want in kafka.topic_configs(topic).items()
+                if have.get(key) != want
+            }
+        return out
+    finally:
+        await admin.close()
+
+
+async def set_topic_configs(kafka: KafkaSettings, topic: str) -> None:
+    """Put our settings on ``topic``, keeping the other settings made on it (AlterConfigs
+    replaces a topic's whole set)."""
+    admin = AIOKafkaAdminClient(**kafka.client_kwargs())
+    await admin.start()
+    try:
+        entries = (await _describe(admin, [topic]))[topic]
+        configs = {name: value for name, value, source in entries if source == TOPIC_CONFIG}
+        configs.update(kafka.topic_configs(topic))
+        await admin.alter_configs([ConfigResource(ConfigResourceType.TOPIC, topic, configs)])
+    finally:
+        await admin.close()
+
+
+async def topic_settings(kafka: KafkaSettings, topic: str) -> dict[str, str]:
+    """Every setting ``topic`` has now, defaults included."""
+    admin = AIOKafkaAdminClient(**kafka.client_kwargs())
+    await admin.start()
+    try:
+        return {name: value for name, value, _ in (await _describe(admin, [topic]))[topic]}
+    finally:
+        await admin.close()
+
+
+async def _describe(
+    admin: AIOKafkaAdminClient, topics: list[str]
+) -> dict[str, list[tuple[str, str, int]]]:
+    """``{topic: [(setting, value, config_source), ...]}``."""
+    if not topics:
+        return {}
+    answers = await admin.describe_configs(
+        [ConfigResource(ConfigResourceType.TOPIC, t) for t in topics]
+    )
+    return {
+        resource[3]: [(e[0], e[1], e[3]) for e in resource[4]]
+        for answer in answers
+        for resource in answer.resources
+    }

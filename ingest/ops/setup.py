@@ -9,7 +9,7 @@ from typing import Any
 from opensearchpy import AsyncOpenSearch, NotFoundError
 
 from ingest.config import OpsSettings
-from ingest.consumer.topics import ensure_topics
+from ingest.consumer.topics import ensure_topics, set_topic_configs, topic_drift
 from ingest.ops import ism
 from ingest.ops.resources import Resource, canonical, load_resources
 from ingest.sink.client import make_client
@@ -109,19 +109,33 @@ async def apply(
 
 
 async def run_setup(settings: OpsSettings, plan_only: bool = False) -> int:
+    k = settings.kafka
+    topics = (k.topic, k.dlq_topic)
     async with make_client(settings.opensearch) as client:
         changes = await plan(client, settings)
         for change, _ in changes:
             print(f"{change.action:<7} {change.resource}: {change.detail}")
         drifted = any(c.action in ("create", "update") for c, _ in changes)
+        topic_changes = await topic_drift(k, *topics) if k.create_topics else {}
+        for topic, differs in topic_changes.items():
+            action = "create" if differs is None else ("update" if differs else "none")
+            detail = "missing" if differs is None else _topic_detail(differs)
+            print(f"{action:<7} kafka_topic {topic}: {detail}")
+            drifted = drifted or action != "none"
         if plan_only:
             print("drift: cluster differs from git" if drifted else "no drift")
             return DRIFT_EXIT if drifted else 0
         await apply(client, changes, settings.opensearch.index_prefix)
-        print("applied" if drifted else "nothing to do")
-    k = settings.kafka
-    if k.create_topics:
-        made = await ensure_topics(k, k.topic, k.dlq_topic)
-        for topic in (k.topic, k.dlq_topic):
-            print(f"kafka topic {topic}: {'created' if topic in made else 'exists'}")
+    if topic_changes:
+        await ensure_topics(k, *topics)
+        for topic, differs in topic_changes.items():
+            if differs:
+                await set_topic_configs(k, topic)
+    print("applied" if drifted else "nothing to do")
     return 0
+
+
+def _topic_detail(differs: dict[str, str]) -> str:
+    if not differs:
+        return "in sync"
+    return "differs in " + ", ".join(f"{key} {change}" for key, change in differs.items())

@@ -280,27 +280,15 @@ async def test_without_the_index_template_the_consumer_refuses_to_start(stack, u
 
 
 async def test_topics_are_made_with_their_retention(stack, uid):
-    from aiokafka.admin import AIOKafkaAdminClient
-    from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
+    from ingest.consumer.topics import topic_settings
 
     topic = f"c-{uid}"
     settings = consumer_settings(topic, "unused")
     kafka = settings.kafka.model_copy(update={"topic_retention_ms": 2 * 86_400_000})
     assert sorted(await ensure_topics(kafka, topic, kafka.dlq_topic)) == [topic, kafka.dlq_topic]
     assert await ensure_topics(kafka, topic, kafka.dlq_topic) == []  # already there
-    admin = AIOKafkaAdminClient(bootstrap_servers=os.environ["INGEST_KAFKA__BOOTSTRAP_SERVERS"])
-    await admin.start()
-    try:
-        answers = await admin.describe_configs(
-            [ConfigResource(ConfigResourceType.TOPIC, t) for t in (topic, kafka.dlq_topic)]
-        )
-    finally:
-        await admin.close()
-    configs = {
-        resource[3]: {entry[0]: entry[1] for entry in resource[4]}
-        for answer in answers
-        for resource in answer.resources
-    }
-    assert configs[topic]["retention.ms"] == str(2 * 86_400_000)
-    assert configs[kafka.dlq_topic]["retention.ms"] == "-1"  # dead letters wait for a person
-    assert configs[topic]["min.insync.replicas"] == "1"  # one replica here
+    alerts = await topic_settings(kafka, topic)
+    letters = await topic_settings(kafka, kafka.dlq_topic)
+    assert alerts["retention.ms"] == str(2 * 86_400_000)
+    assert letters["retention.ms"] == "-1"  # dead letters wait for a person
+    assert alerts["min.insync.replicas"] == "1"  # one replica here

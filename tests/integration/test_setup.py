@@ -48,3 +48,38 @@ async def test_a_new_daily_index_gets_the_mapping_settings_and_alias(prefix):
         assert settings["codec"] == "best_compression"
         aliases = await client.indices.get_alias(index=index)
         assert prefix in aliases[index]["aliases"]
+
+
+async def test_topics_are_planned_made_and_their_settings_put_back(prefix, uid, capsys):
+    from aiokafka.admin import AIOKafkaAdminClient
+    from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
+
+    from ingest.consumer.topics import topic_drift, topic_settings
+
+    base = ops_for(prefix)
+    kafka = base.kafka.model_copy(
+        update={"create_topics": True, "topic": f"s-{uid}", "dlq_topic": f"s-{uid}.dlq"}
+    )
+    ops = base.model_copy(update={"kafka": kafka})
+    assert await run_setup(ops, plan_only=True) == DRIFT_EXIT
+    assert f"create  kafka_topic s-{uid}: missing" in capsys.readouterr().out
+    assert await run_setup(ops) == 0
+    assert await run_setup(ops, plan_only=True) == 0
+    # someone changes the DLQ's retention by hand, and sets a setting of their own
+    admin = AIOKafkaAdminClient(bootstrap_servers=kafka.bootstrap_servers)
+    await admin.start()
+    try:
+        hand = {"retention.ms": "86400000", "compression.type": "zstd"}
+        await admin.alter_configs([ConfigResource(ConfigResourceType.TOPIC, kafka.dlq_topic, hand)])
+    finally:
+        await admin.close()
+    capsys.readouterr()
+    assert await run_setup(ops, plan_only=True) == DRIFT_EXIT
+    out = capsys.readouterr().out
+    assert f"update  kafka_topic s-{uid}.dlq: differs in retention.ms 86400000 -> -1" in out
+    assert await run_setup(ops) == 0
+    assert await topic_drift(kafka, kafka.topic, kafka.dlq_topic) == {
+        kafka.topic: {},
+        kafka.dlq_topic: {},
+    }
+    assert (await topic_settings(kafka, kafka.dlq_topic))["compression.type"] == "zstd"  # kept
