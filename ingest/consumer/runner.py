@@ -67,6 +67,8 @@ class FalcoConsumer:
     # Seconds with every write slot busy before fetching is paused (well below aiokafka's
     # max_poll_interval_ms, 300 s, after which a member that does not poll is dropped).
     pause_after_s = 10.0
+    # A progress line this often while records flow (backfills and replays run for hours).
+    progress_every_s = 30.0
 
     def __init__(
         self,
@@ -93,6 +95,8 @@ class FalcoConsumer:
         self._paused = False
         self._slot_free = asyncio.Event()
         self._failure: BaseException | None = None
+        self._progress_at = time.monotonic()
+        self._progress_consumed = 0
 
     def ready(self) -> bool:
         return bool(self.kafka.assignment()) and self.sink.healthy
@@ -141,9 +145,26 @@ class FalcoConsumer:
                     metrics.LAG.labels(str(tp.partition)).set(max(0, hw - msgs[-1].offset - 1))
             if records or self.tasks or self.batch.size:
                 last_activity = time.monotonic()
+                if last_activity - self._progress_at >= self.progress_every_s:
+                    self._progress()
             if stop_when_idle is not None and self._idle(last_activity, started, stop_when_idle):
                 return
         self.raise_failure()
+
+    def _progress(self) -> None:
+        st, now = self.stats, time.monotonic()
+        rate = (st.consumed - self._progress_consumed) / max(now - self._progress_at, 1e-9)
+        log.info(
+            "progress",
+            extra={
+                "consumed": st.consumed,
+                "indexed": st.indexed,
+                "already_stored": st.duplicates,
+                "dead_lettered": sum(st.dead_lettered.values()),
+                "per_s": round(rate),
+            },
+        )
+        self._progress_at, self._progress_consumed = now, st.consumed
 
     def raise_failure(self) -> None:
         """A batch that could not be written stops the consumer with its error (after the

@@ -166,7 +166,7 @@ async def restore(
         if first <= a.day <= last and a.state == "SUCCESS":
             newest[a.day] = a  # sorted by name within a day: ISM's suffix sorts by time
     restored = []
-    for a in newest.values():
+    for n, a in enumerate(newest.values(), 1):
         index = f"{settings.opensearch.index_prefix}-{a.day:%Y.%m.%d}"
         if await client.indices.exists(index=f"restored-{index}"):
             log.info("already restored", extra={"index": f"restored-{index}"})
@@ -188,6 +188,7 @@ async def restore(
             body={"_meta": {RESTORED_AT: dt.datetime.now(dt.UTC).isoformat()}},
         )
         restored.append(f"restored-{index}")
+        log.info("restored", extra={"index": f"restored-{index}", "done": n, "of": len(newest)})
     return restored
 
 

@@ -11,6 +11,7 @@ from ingest.config import ConsumerSettings
 from ingest.sink.dlq import make_producer
 
 log = logging.getLogger(__name__)
+PROGRESS_EVERY_S = 10.0
 
 
 def replay_group(settings: ConsumerSettings, reason: str | None) -> str:
@@ -53,7 +54,7 @@ async def replay_dlq(
         consumer.assign(tps)
         end = await consumer.end_offsets(tps)
         left = {tp for tp in tps if await consumer.position(tp) < end[tp]}
-        last = time.monotonic()
+        last = shown = time.monotonic()
         while left and time.monotonic() - last < idle_s:
             batches = await consumer.getmany(*left, timeout_ms=500, max_records=500)
             if not batches:
@@ -79,6 +80,11 @@ async def replay_dlq(
             moved += len(futures)
             if commit:
                 await consumer.commit(commit)
+            if time.monotonic() - shown >= PROGRESS_EVERY_S:
+                shown = time.monotonic()
+                log.info(
+                    "dlq replay progress", extra={"replayed": moved, "partitions_left": len(left)}
+                )
     finally:
         await consumer.stop()
         await producer.stop()

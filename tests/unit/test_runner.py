@@ -149,3 +149,17 @@ async def test_a_long_outage_pauses_polls_and_keeps_what_the_poll_returns():
     assert kafka.pauses >= 1 and not kafka.paused  # paused in the outage, resumed after
     assert sorted(sink.written) == list(range(60))  # nothing polled while paused was lost
     assert kafka.commits[-1] == {TP: 60}
+
+
+async def test_a_progress_line_while_records_flow(caplog):
+    kafka = FakeKafka(200)
+    app = FalcoConsumer(settings(), kafka, Sink(), NoLetters())
+    app.first_assignment = 0.0
+    app.progress_every_s = 0.0
+    with caplog.at_level("INFO", logger="ingest.consumer.runner"):
+        await app.fetch_loop(stop_when_idle=0.3)
+        await app.drain()
+    lines = [r for r in caplog.records if r.getMessage() == "progress"]
+    assert lines, "no progress line"
+    assert [r.consumed for r in lines] == sorted(r.consumed for r in lines)
+    assert lines[-1].consumed == 200
