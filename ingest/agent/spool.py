@@ -47,6 +47,7 @@ class Spool:
         self.new_data = asyncio.Event()
         self._cursor_saved = 0.0
         self._sync_lock = asyncio.Lock()
+        self._appended = self._synced = 0  # appends made, and covered by an fsync
         metrics.AGENT_SPOOL_BYTES.set(self._pending)
 
     def _path(self, seg: int) -> Path:
@@ -84,21 +85,43 @@ class Spool:
             metrics.AGENT_SPOOL_FULL.inc()
             return False
         if self._writer.tell() > self.segment_bytes:
-            self._writer.close()
-            self._write_seg += 1
-            self._writer = self._path(self._write_seg).open("ab")
+            self._roll()
         self._writer.write(b"".join(blobs))
         self._writer.flush()
+        self._appended += 1
         self._pending += size
         metrics.AGENT_SPOOL_BYTES.set(self._pending)
         metrics.AGENT_SPOOLED.inc(len(items))
         self.new_data.set()
         return True
 
+    def _roll(self) -> None:
+        """Start the next segment. The full one is fsynced first, and the directory after
+        the new file is made: a caller's ``sync`` covers only the segment being written."""
+        os.fsync(self._writer.fileno())  # once per segment (64 MiB): a short block is fine
+        self._writer.close()
+        self._write_seg += 1
+        self._writer = self._path(self._write_seg).open("ab")
+        fd = os.open(self.dir, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
     async def sync(self) -> None:
-        """fsync what was appended; concurrent callers share one fsync."""
+        """fsync what was appended so far. Callers waiting at the same time share one fsync:
+        one that started after a caller's append covers it."""
+        wanted = self._appended
         async with self._sync_lock:
-            await asyncio.to_thread(os.fsync, self._writer.fileno())
+            if self._synced >= wanted:
+                return
+            upto = self._appended
+            fd = os.dup(self._writer.fileno())  # a segment roll may close the writer meanwhile
+            try:
+                await asyncio.to_thread(os.fsync, fd)
+            finally:
+                os.close(fd)
+            self._synced = upto
 
     def read(self, max_records: int, max_bytes: int) -> list[Entry]:
         """Records after the cursor, oldest first, without moving the cursor."""

@@ -1,3 +1,6 @@
+import asyncio
+import os
+
 from ingest.agent.spool import Spool
 
 
@@ -48,4 +51,43 @@ def test_segments_roll_and_old_ones_are_deleted(tmp_path):
         sp.ack(batch[-1])
     assert seen == [b"%02d" % i for i in range(10)]
     assert len(list(tmp_path.glob("*.seg"))) == 1
+    sp.close()
+
+
+def _fsynced(monkeypatch) -> list[str]:
+    """Record the file each fsync is for."""
+    seen: list[str] = []
+    real = os.fsync
+
+    def fsync(fd):
+        seen.append(os.readlink(f"/proc/self/fd/{fd}"))
+        real(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    return seen
+
+
+async def test_callers_waiting_together_share_one_fsync(tmp_path, monkeypatch):
+    sp = Spool(tmp_path, max_bytes=1 << 20)
+    seen = _fsynced(monkeypatch)
+    sp.append([("http", 0, b"a")])
+    await asyncio.gather(*(sp.sync() for _ in range(20)))
+    assert len(seen) == 1
+    await sp.sync()  # nothing new since
+    assert len(seen) == 1
+    sp.append([("http", 0, b"b")])
+    await sp.sync()
+    assert len(seen) == 2
+    sp.close()
+
+
+async def test_a_full_segment_is_fsynced_before_the_next_one_starts(tmp_path, monkeypatch):
+    sp = Spool(tmp_path, max_bytes=1 << 20, segment_bytes=50)
+    seen = _fsynced(monkeypatch)
+    sp.append([("http", 0, b"x" * 60)])  # fills the first segment
+    first = str(sp._path(1))
+    sp.append([("http", 0, b"y")])  # goes to the second
+    assert seen[:2] == [first, str(tmp_path)]  # the full one, then the directory
+    await sp.sync()
+    assert seen[-1] == str(sp._path(2))
     sp.close()
