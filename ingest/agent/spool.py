@@ -9,6 +9,8 @@ sender reads records in the order they were appended.
 from __future__ import annotations
 
 import asyncio
+import io
+import logging
 import os
 import struct
 import time
@@ -17,6 +19,7 @@ from pathlib import Path
 
 from ingest import metrics
 
+log = logging.getLogger(__name__)
 _HEAD = struct.Struct(">IHQ")  # record length, input-name length, received (ns)
 SEGMENT_BYTES = 64 * 1024 * 1024
 CURSOR_EVERY_S = 1.0
@@ -41,6 +44,8 @@ class Spool:
         segs = sorted(int(p.stem) for p in self.dir.glob("*.seg"))
         self._read_seg, self._read_off = self._load_cursor(segs)
         self._write_seg = segs[-1] if segs else max(self._read_seg, 1)
+        if segs:
+            self._cut_torn_tail(self._path(self._write_seg))
         self._writer = self._path(self._write_seg).open("ab")
         self._pending = sum(self._path(s).stat().st_size for s in segs if s >= self._read_seg)
         self._pending -= self._read_off if self._read_seg in segs else 0
@@ -49,6 +54,24 @@ class Spool:
         self._sync_lock = asyncio.Lock()
         self._appended = self._synced = 0  # appends made, and covered by an fsync
         metrics.AGENT_SPOOL_BYTES.set(self._pending)
+
+    @staticmethod
+    def _cut_torn_tail(path: Path) -> None:
+        """Drop a record cut short at the end of the last segment (the machine stopped, or
+        the disk filled, during its write). It was never accepted; left there, every record
+        appended after it would be read with the wrong framing."""
+        size = path.stat().st_size
+        good = 0
+        with path.open("rb") as fh:
+            while good + _HEAD.size <= size:
+                fh.seek(good)
+                vlen, nlen, _ = _HEAD.unpack(fh.read(_HEAD.size))
+                if good + _HEAD.size + nlen + vlen > size:
+                    break
+                good += _HEAD.size + nlen + vlen
+        if good < size:
+            log.warning("torn record at the end of the spool cut off", extra={"bytes": size - good})
+            os.truncate(path, good)
 
     def _path(self, seg: int) -> Path:
         return self.dir / f"{seg:012d}.seg"
@@ -86,8 +109,15 @@ class Spool:
             return False
         if self._writer.tell() > self.segment_bytes:
             self._roll()
-        self._writer.write(b"".join(blobs))
-        self._writer.flush()
+        start = self._writer.tell()
+        try:
+            self._writer.write(b"".join(blobs))
+            self._writer.flush()
+        except OSError as exc:  # the disk is full: as good as a full spool
+            self._writer = self._reopen_at(start)
+            metrics.AGENT_SPOOL_FULL.inc()
+            log.error("spool write failed; inputs are held back", extra={"error": str(exc)})
+            return False
         self._appended += 1
         self._pending += size
         metrics.AGENT_SPOOL_BYTES.set(self._pending)
@@ -107,6 +137,16 @@ class Spool:
             os.fsync(fd)
         finally:
             os.close(fd)
+
+    def _reopen_at(self, size: int) -> io.BufferedWriter:
+        """The writer again, with what a failed write left past ``size`` cut off."""
+        path = self._path(self._write_seg)
+        try:
+            self._writer.close()  # flushing what is buffered may fail again
+        except OSError:
+            pass
+        os.truncate(path, size)
+        return path.open("ab")
 
     async def sync(self) -> None:
         """fsync what was appended so far. Callers waiting at the same time share one fsync:
