@@ -79,46 +79,53 @@ class Report:
             f"archive repository `{self.repository}` and deleted; archived days kept "
             f"{self.archive_retention_months} months.",
             "",
+            self._policy_line(),
+            "",
+            f"## Violations: {len(self.violations)}",
+            "",
         ]
-        if not self.ism_installed:
-            out.append("Policy in force: **none** (index-management plugin not installed).")
-        elif self.policy is None:
-            out.append(f"Policy in force: **none** (`{self.prefix}-retention` not found).")
-        else:
-            out.append(
-                f"Policy in force: `{self.policy['id']}` version {self.policy['version']} "
-                f"(states: {', '.join(self.policy['states'])})."
-            )
-        out += ["", f"## Violations: {len(self.violations)}", ""]
         out += [f"- **{v.kind}** `{v.subject}`: {v.detail}" for v in self.violations] or ["none"]
         out += ["", f"## Indices: {len(self.indices)}", ""]
-        if self.indices:
-            out += ["| index | day | age (days) | ISM policy | ISM state |", "|" + "---|" * 5]
-            out += [
-                f"| {r.index} | {r.day} | {r.age_days} | {r.policy or '-'} | {r.state or '-'} |"
-                for r in self.indices
-            ]
-        span = self.span()
+        out += _table(
+            ["index", "day", "age (days)", "ISM policy", "ISM state"],
+            [[r.index, r.day, r.age_days, r.policy, r.state] for r in self.indices],
+        )
         out += ["", f"## Archive `{self.repository}`: {len(self.archive)} snapshots", ""]
-        if span:
-            out.append(f"Days archived: {span['first']} .. {span['last']} ({span['days']} days).")
-            out.append("")
-        if self.archive:
-            out += ["| snapshot | day | state | keep until |", "|" + "---|" * 4]
-            months = self.archive_retention_months
-            out += [
-                f"| {a.snapshot} | {a.day} | {a.state} | {a.expires(months)} |"
-                for a in self.archive
-            ]
+        if span := self.span():
+            out += [f"Days archived: {span['first']} .. {span['last']} ({span['days']} days).", ""]
+        months = self.archive_retention_months
+        out += _table(
+            ["snapshot", "day", "state", "keep until"],
+            [[a.snapshot, a.day, a.state, a.expires(months)] for a in self.archive],
+        )
         if self.restored:
-            out += ["", f"## Restored for investigations: {len(self.restored)}", ""]
-            out += ["| index | restored on | delete on |", "|" + "---|" * 3]
             days = self.restored_retention_days
-            out += [
-                f"| {r.index} | {r.restored_on or '-'} | {r.expires(days) or '-'} |"
-                for r in self.restored
-            ]
+            out += ["", f"## Restored for investigations: {len(self.restored)}", ""]
+            out += _table(
+                ["index", "restored on", "delete on"],
+                [[r.index, r.restored_on, r.expires(days)] for r in self.restored],
+            )
         return "\n".join(out) + "\n"
+
+    def _policy_line(self) -> str:
+        if not self.ism_installed:
+            return "Policy in force: **none** (index-management plugin not installed)."
+        if self.policy is None:
+            return f"Policy in force: **none** (`{self.prefix}-retention` not found)."
+        return (
+            f"Policy in force: `{self.policy['id']}` version {self.policy['version']} "
+            f"(states: {', '.join(self.policy['states'])})."
+        )
+
+
+def _table(head: list[str], rows: list[list[Any]]) -> list[str]:
+    """A Markdown table (nothing without rows); None shows as ``-``."""
+    if not rows:
+        return []
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for row in rows:
+        lines.append("| " + " | ".join("-" if v is None else str(v) for v in row) + " |")
+    return lines
 
 
 def findings(
