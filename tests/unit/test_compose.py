@@ -84,3 +84,19 @@ def test_kubernetes_containers_run_real_commands():
             args = parser().parse_args(c["args"])  # exits (SystemExit) on an unknown command
             commands.append(args.command)
     assert {"agent", "consume", "setup", "archive", "audit"} <= set(commands)
+
+
+def test_falco_example_points_at_what_the_daemonset_reads():
+    falco = yaml.safe_load((ROOT / "examples" / "falco-outputs.yaml").read_text())
+    agent = next(
+        d
+        for f in sorted(K8S.glob("*.yaml"))
+        for d in yaml.safe_load_all(f.read_text())
+        if d and d["kind"] == "DaemonSet"
+    )
+    args = agent["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert f"file:{falco['file_output']['filename']}" in args
+    assert falco["http_output"]["url"].rstrip("/") in args
+    assert falco["json_output"] is True and falco["program_output"]["keep_alive"] is True
+    program = falco["program_output"]["program"].split()
+    assert program[0] == "falco-ingest" and parser().parse_args(program[1:]).input == ["stdin"]
