@@ -223,6 +223,10 @@ class OpsSettings(_Base):
     opensearch: OpenSearchSettings = OpenSearchSettings()
     s3: S3Settings = S3Settings()
     archive_repository: str = "falco-archive"
+    # fs: a shared directory under the nodes' path.repo (archive_location); s3: the bucket
+    # of s3.bucket under archive_location as base path (needs the repository-s3 plugin and
+    # the nodes' s3.client.default settings: endpoint and credentials live on the nodes).
+    archive_type: Literal["fs", "s3"] = "fs"
     archive_location: str | None = None
     archive_retention_months: int = Field(default=30, ge=1, le=240)
     hot_retention_days: int = Field(default=365, ge=1)

@@ -51,6 +51,12 @@ def _diff(desired: dict[str, Any], current: dict[str, Any] | None) -> str | None
 
 
 def _repository(settings: OpsSettings) -> dict[str, Any]:
+    if settings.archive_type == "s3":
+        base_path = settings.archive_location or settings.archive_repository
+        return {
+            "type": "s3",
+            "settings": {"bucket": settings.s3.bucket, "base_path": base_path, "compress": True},
+        }
     base = os.environ.get("INGEST_STACK_SNAPSHOT_DIR", "/var/lib/opensearch/snapshots")
     location = settings.archive_location or f"{base}/{settings.archive_repository}"
     return {"type": "fs", "settings": {"location": location, "compress": True}}

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from ingest.config import OpsSettings, load
 from ingest.ops.setup import DRIFT_EXIT, run_setup
 from tests.integration.conftest import os_client
@@ -83,3 +85,20 @@ async def test_topics_are_planned_made_and_their_settings_put_back(prefix, uid, 
         kafka.dlq_topic: {},
     }
     assert (await topic_settings(kafka, kafka.dlq_topic))["compression.type"] == "zstd"  # kept
+
+
+async def test_an_s3_archive_on_a_node_without_repository_s3_is_refused_in_one_line(
+    prefix, uid, monkeypatch, capsys
+):
+    from ingest.cli import UNREACHABLE_EXIT, main
+
+    monkeypatch.setenv("INGEST_OPENSEARCH__INDEX_PREFIX", prefix)
+    monkeypatch.setenv("INGEST_KAFKA__CREATE_TOPICS", "false")
+    monkeypatch.setenv("INGEST_ARCHIVE_TYPE", "s3")
+    monkeypatch.setenv("INGEST_ARCHIVE_REPOSITORY", f"s3-{uid}")
+    # main() runs its own event loop: run it beside this test's
+    code = await asyncio.to_thread(main, ["setup"])
+    out, err = capsys.readouterr()
+    assert f"create  snapshot_repository s3-{uid}: missing" in out
+    assert code == UNREACHABLE_EXIT
+    assert "repository type [s3] does not exist" in err  # this node has no repository-s3

@@ -60,3 +60,14 @@ def test_secrets_are_not_printed(monkeypatch):
     monkeypatch.setenv("INGEST_OPENSEARCH__PASSWORD", "hunter2")
     s = load(OpsSettings)
     assert "hunter2" not in repr(s)
+
+
+def test_archive_repository_fs_or_s3():
+    from ingest.config import OpsSettings, S3Settings
+    from ingest.ops.setup import _repository
+
+    fs = _repository(OpsSettings(archive_location="/snapshots/a"))
+    assert fs == {"type": "fs", "settings": {"location": "/snapshots/a", "compress": True}}
+    s3 = _repository(OpsSettings(archive_type="s3", s3=S3Settings(bucket="vault")))
+    assert s3["type"] == "s3"
+    assert s3["settings"] == {"bucket": "vault", "base_path": "falco-archive", "compress": True}
