@@ -222,6 +222,9 @@ class OpsSettings(_Base):
     kafka: KafkaSettings = KafkaSettings()
     opensearch: OpenSearchSettings = OpenSearchSettings()
     s3: S3Settings = S3Settings()
+    # The reviewed JSON (mappings/, index_templates/, ilm/) when kept elsewhere than in the
+    # package, e.g. a mounted ConfigMap; by default the copy that came with the package.
+    resources_dir: Path | None = None
     archive_repository: str = "falco-archive"
     # fs: a shared directory under the nodes' path.repo (archive_location); s3: the bucket
     # of s3.bucket under archive_location as base path (needs the repository-s3 plugin and
@@ -235,6 +238,20 @@ class OpsSettings(_Base):
     index_replicas: int = Field(default=0, ge=0, le=8)
     index_refresh_interval: str = Field(default="5s", pattern=r"^(-1|\d+(ms|s|m))$")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    @model_validator(mode="after")
+    def _resources_complete(self) -> OpsSettings:
+        if self.resources_dir is not None:
+            missing = [
+                d
+                for d in ("mappings", "index_templates", "ilm")
+                if not (self.resources_dir / d).is_dir()
+            ]
+            if missing:
+                raise ValueError(
+                    f"resources_dir {self.resources_dir} has no {', '.join(missing)} folder"
+                )
+        return self
 
 
 _OTHER_VARS = ("INGEST_CONFIG_FILE", "INGEST_STACK_")

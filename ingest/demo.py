@@ -11,12 +11,13 @@ from ingest.agent.runner import run_agent
 from ingest.config import AgentSettings, ConsumerSettings, OpsSettings, load
 from ingest.consumer.runner import run_consumer
 from ingest.normalize.document import PRIORITIES
+from ingest.ops.resources import ROOT
 from ingest.ops.setup import run_setup
 from ingest.sink.client import make_client
 from ingest.stack import manager
 from ingest.stack.layout import Layout
 
-SAMPLES = Path(__file__).resolve().parents[1] / "examples" / "sample-alerts.jsonl"
+SAMPLES = ROOT / "examples" / "sample-alerts.jsonl"
 NAMES = {n: name for n, name in PRIORITIES.values()}
 
 

@@ -31,7 +31,8 @@ def policy_resource(settings: OpsSettings) -> Resource:
         "retry_delay": RETRY_DELAY,
         "repository": settings.archive_repository,
     }
-    body = render((ROOT / "ilm" / "falco-retention.json").read_text(), values)
+    root = settings.resources_dir or ROOT
+    body = render((root / "ilm" / "falco-retention.json").read_text(), values)
     return Resource("ism_policy", policy_id(prefix), f"{POLICIES}/{policy_id(prefix)}", body)
 
 

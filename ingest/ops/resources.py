@@ -3,11 +3,30 @@
 from __future__ import annotations
 
 import json
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[2]
+_MODULE = Path(__file__).resolve()
+
+
+def resource_root(module: Path = _MODULE) -> Path:
+    """Where mappings/, index_templates/, ilm/ and examples/ are: the checkout this code
+    runs from, else where an install from a wheel put them (``<prefix>/share/falco-ingest``,
+    the prefix being the one this module is installed under)."""
+    checkout = module.parents[2]
+    candidates = [checkout]
+    if len(module.parents) > 5:  # <prefix>/lib/pythonX.Y/site-packages/ingest/ops/x.py
+        candidates.append(module.parents[5] / "share" / "falco-ingest")
+    candidates.append(Path(sys.prefix) / "share" / "falco-ingest")
+    for root in candidates:
+        if (root / "mappings").is_dir():
+            return root
+    return checkout
+
+
+ROOT = resource_root()
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ from opensearchpy import AsyncOpenSearch, NotFoundError
 from ingest.config import OpsSettings
 from ingest.consumer.topics import ensure_topics, set_topic_configs, topic_drift
 from ingest.ops import ism
-from ingest.ops.resources import Resource, canonical, load_resources
+from ingest.ops.resources import ROOT, Resource, canonical, load_resources
 from ingest.sink.client import make_client
 
 DRIFT_EXIT = 2
@@ -65,6 +65,7 @@ def _repository(settings: OpsSettings) -> dict[str, Any]:
 async def plan(client: AsyncOpenSearch, settings: OpsSettings) -> list[tuple[Change, Resource]]:
     resources = load_resources(
         settings.opensearch.index_prefix,
+        root=settings.resources_dir or ROOT,
         shards=settings.index_shards,
         replicas=settings.index_replicas,
         refresh_interval=settings.index_refresh_interval,

@@ -102,3 +102,20 @@ async def test_an_s3_archive_on_a_node_without_repository_s3_is_refused_in_one_l
     assert f"create  snapshot_repository s3-{uid}: missing" in out
     assert code == UNREACHABLE_EXIT
     assert "repository type [s3] does not exist" in err  # this node has no repository-s3
+
+
+async def test_setup_reads_the_json_from_resources_dir(prefix, tmp_path, capsys):
+    import json
+    import shutil
+
+    from ingest.ops.resources import ROOT
+
+    for folder in ("mappings", "index_templates", "ilm"):
+        shutil.copytree(ROOT / folder, tmp_path / folder)
+    edited = tmp_path / "mappings" / "falco-mappings.json"
+    body = json.loads(edited.read_text())
+    body["_meta"]["description"] = "edited in the platform team's own copy"
+    edited.write_text(json.dumps(body))
+    ops = ops_for(prefix).model_copy(update={"resources_dir": tmp_path})
+    assert await run_setup(ops, plan_only=True) == DRIFT_EXIT
+    assert f"update  component_template {prefix}-mappings" in capsys.readouterr().out

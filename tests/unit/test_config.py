@@ -71,3 +71,13 @@ def test_archive_repository_fs_or_s3():
     s3 = _repository(OpsSettings(archive_type="s3", s3=S3Settings(bucket="vault")))
     assert s3["type"] == "s3"
     assert s3["settings"] == {"bucket": "vault", "base_path": "falco-archive", "compress": True}
+
+
+def test_a_resources_dir_without_the_json_folders_fails_at_start(monkeypatch, tmp_path):
+    monkeypatch.setenv("INGEST_RESOURCES_DIR", str(tmp_path))
+    with pytest.raises(ConfigError, match="resources_dir") as err:
+        load(OpsSettings)
+    assert "mappings, index_templates, ilm" in str(err.value)
+    for folder in ("mappings", "index_templates", "ilm"):
+        (tmp_path / folder).mkdir()
+    assert load(OpsSettings).resources_dir == tmp_path
