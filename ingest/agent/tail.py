@@ -59,11 +59,11 @@ class Opened:
     head: bytes = b""
     seen: tuple[int, int] = (-1, -1)  # size and mtime at the last look
     grew_at: float = field(default_factory=time.monotonic)
+    ident: tuple[int, int] = field(init=False)  # (dev, inode): an open file keeps its own
 
-    @property
-    def ident(self) -> tuple[int, int]:
+    def __post_init__(self) -> None:
         st = os.fstat(self.fh.fileno())
-        return st.st_dev, st.st_ino
+        self.ident = (st.st_dev, st.st_ino)
 
     def position(self) -> dict[str, Any]:
         dev, ino = self.ident
