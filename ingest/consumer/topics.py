@@ -3,6 +3,9 @@ settings compared with ours and set again (``setup``)."""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import TopicAlreadyExistsError
@@ -12,11 +15,19 @@ from ingest.config import KafkaSettings
 TOPIC_CONFIG = 1  # DescribeConfigs config_source: set on the topic itself
 
 
-async def ensure_topics(kafka: KafkaSettings, *topics: str) -> list[str]:
-    """Create the missing ``topics``; return the ones that were missing."""
+@asynccontextmanager
+async def _admin(kafka: KafkaSettings) -> AsyncIterator[AIOKafkaAdminClient]:
     admin = AIOKafkaAdminClient(**kafka.client_kwargs())
     await admin.start()
     try:
+        yield admin
+    finally:
+        await admin.close()
+
+
+async def ensure_topics(kafka: KafkaSettings, *topics: str) -> list[str]:
+    """Create the missing ``topics``; return the ones that were missing."""
+    async with _admin(kafka) as admin:
         existing = set(await admin.list_topics())
         missing = [t for t in topics if t not in existing]
         if not missing:
@@ -36,16 +47,12 @@ async def ensure_topics(kafka: KafkaSettings, *topics: str) -> list[str]:
         except TopicAlreadyExistsError:
             pass  # another consumer of the fleet made it first
         return missing
-    finally:
-        await admin.close()
 
 
 async def topic_drift(kafka: KafkaSettings, *topics: str) -> dict[str, dict[str, str] | None]:
     """For each topic: None if it is missing, else ``{setting: "have -> want"}`` for each of
     our settings it holds another value of (empty when in sync)."""
-    admin = AIOKafkaAdminClient(**kafka.client_kwargs())
-    await admin.start()
-    try:
+    async with _admin(kafka) as admin:
         existing = set(await admin.list_topics())
         out: dict[str, dict[str, str] | None] = {t: None for t in topics if t not in existing}
         present = [t for t in topics if t in existing]
@@ -57,32 +64,22 @@ async def topic_drift(kafka: KafkaSettings, *topics: str) -> dict[str, dict[str,
                 if have.get(key) != want
             }
         return out
-    finally:
-        await admin.close()
 
 
 async def set_topic_configs(kafka: KafkaSettings, topic: str) -> None:
     """Put our settings on ``topic``, keeping the other settings made on it (AlterConfigs
     replaces a topic's whole set)."""
-    admin = AIOKafkaAdminClient(**kafka.client_kwargs())
-    await admin.start()
-    try:
+    async with _admin(kafka) as admin:
         entries = (await _describe(admin, [topic]))[topic]
         configs = {name: value for name, value, source in entries if source == TOPIC_CONFIG}
         configs.update(kafka.topic_configs(topic))
         await admin.alter_configs([ConfigResource(ConfigResourceType.TOPIC, topic, configs)])
-    finally:
-        await admin.close()
 
 
 async def topic_settings(kafka: KafkaSettings, topic: str) -> dict[str, str]:
     """Every setting ``topic`` has now, defaults included."""
-    admin = AIOKafkaAdminClient(**kafka.client_kwargs())
-    await admin.start()
-    try:
+    async with _admin(kafka) as admin:
         return {name: value for name, value, _ in (await _describe(admin, [topic]))[topic]}
-    finally:
-        await admin.close()
 
 
 async def _describe(
