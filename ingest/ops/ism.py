@@ -102,10 +102,6 @@ def differences(desired: Any, have: Any, path: str = "") -> list[str]:
     return [] if canonical(desired) == canonical(have) else [path]
 
 
-def describe(changed: list[str]) -> str:
-    return "differs in " + ", ".join(changed[:5]) + ("" if len(changed) <= 5 else ", ...")
-
-
 def conditional(res: Resource, held: Held) -> Resource:
     return dataclasses.replace(res, path=res.path + held.condition)
 

@@ -45,9 +45,12 @@ def _diff(desired: dict[str, Any], current: dict[str, Any] | None) -> str | None
     changed = sorted(k for k in set(want) | set(have) if want.get(k) != have.get(k))
     if not changed:
         return None
-    return f"version {current.get('version')} -> {desired.get('version')}; differs in " + ", ".join(
-        changed
-    )
+    return f"version {current.get('version')} -> {desired.get('version')}; " + _differs(changed)
+
+
+def _differs(parts: list[str]) -> str:
+    """How a plan line names what differs (the first five)."""
+    return "differs in " + ", ".join(parts[:5]) + ("" if len(parts) <= 5 else ", ...")
 
 
 def _repository(settings: OpsSettings) -> dict[str, Any]:
@@ -102,7 +105,7 @@ async def _plan_policy(client: AsyncOpenSearch, settings: OpsSettings) -> tuple[
     changed = ism.drift(res, held)
     if not changed:
         return Change(name, "none", "in sync"), res
-    return Change(name, "update", ism.describe(changed)), ism.conditional(res, held)
+    return Change(name, "update", _differs(changed)), ism.conditional(res, held)
 
 
 async def apply(
@@ -145,4 +148,4 @@ async def run_setup(settings: OpsSettings, plan_only: bool = False) -> int:
 def _topic_detail(differs: dict[str, str]) -> str:
     if not differs:
         return "in sync"
-    return "differs in " + ", ".join(f"{key} {change}" for key, change in differs.items())
+    return _differs([f"{key} {change}" for key, change in differs.items()])
