@@ -282,6 +282,7 @@ async def build_report(client: AsyncOpenSearch, settings: OpsSettings, today: dt
         archive = await archived_days(client, settings.archive_repository, prefix)
     except NotFoundError:
         archive, repository_found = [], False
+    restored = await restored_indices(client, prefix)
     report = Report(
         prefix,
         today,
@@ -292,6 +293,8 @@ async def build_report(client: AsyncOpenSearch, settings: OpsSettings, today: dt
         policy,
         indices,
         archive,
+        restored=restored,
+        restored_retention_days=settings.restored_retention_days,
     )
     report.violations = findings(
         prefix,
@@ -302,10 +305,7 @@ async def build_report(client: AsyncOpenSearch, settings: OpsSettings, today: dt
         policy,
         settings.hot_retention_days,
         settings.archive_retention_months,
-    )
-    report.restored = await restored_indices(client, prefix)
-    report.restored_retention_days = settings.restored_retention_days
-    report.violations += restored_findings(report.restored, today, settings.restored_retention_days)
+    ) + restored_findings(restored, today, settings.restored_retention_days)
     if not repository_found:
         report.violations.insert(
             0,
