@@ -1,86 +1,67 @@
 """Raw Falco alert bytes -> the OpenSearch document of FORMAT.md, or a typed rejection.
 
 Pure: no I/O, no clock (the caller passes ``now_ns``), no exceptions escape for any input.
+Falco's own alerts take the fast path of ``fast.py``; everything else, and every rejection,
+takes ``general`` here, which makes the same document from the same alert.
 """
 
 from __future__ import annotations
 
-import re
-from dataclasses import dataclass
-from functools import lru_cache
-from hashlib import blake2b
 from typing import Any
 
 import orjson
 
+from ingest.normalize.fast import common_alert
+from ingest.normalize.model import (
+    CF_KEYS,
+    DEFAULT_LIMITS,
+    MAX_KEY_CHARS,
+    MAX_VALUE_BYTES,
+    PRIORITIES,
+    Document,
+    Limits,
+    Lineage,
+    Rejection,
+    doc_id,
+    ingest_time,
+    tags_of,
+)
 from ingest.normalize.timestamps import (
     MAX_NS,
-    NS,
     canonical_ns,
     format_ns,
     from_epoch_ns,
     parse_rfc3339,
 )
 
-PRIORITIES: dict[str, tuple[int, str]] = {
-    "emergency": (0, "Emergency"),
-    "alert": (1, "Alert"),
-    "critical": (2, "Critical"),
-    "error": (3, "Error"),
-    "warning": (4, "Warning"),
-    "notice": (5, "Notice"),
-    "informational": (6, "Informational"),
-    "info": (6, "Informational"),
-    "debug": (7, "Debug"),
-}
-PRIORITIES.update({name: value for value in list(PRIORITIES.values()) for name in [value[1]]})
-CF_KEYS = frozenset(
-    "app app_id app_instance org org_id space space_id process_id process_instance_id "
-    "process_type".split()
-)
 _KNOWN = frozenset(
     "time rule priority output output_fields source tags hostname message uuid".split()
 )
 _DOC_KEYS = ("output", "message", "hostname", "source", "tags", "uuid")
-_TECHNIQUE = re.compile(r"T\d{4}(?:\.\d{3})?")
-# A flat_object stores "path=value" as one keyword term, capped by Lucene at 32766 bytes.
-MAX_VALUE_BYTES = 16_384
-MAX_KEY_CHARS = 512
 
-
-# Where a record came from: (Kafka topic, partition, offset, the agent's headers or None),
-# the headers as {"host": ..., "version": ..., "input": ..., "received": ...}, shared, not
-# copied. A plain tuple: one is made per record, and a NamedTuple costs ten times more.
-Lineage = tuple[str, int, int, dict[str, str] | None]
-
-
-@dataclass(slots=True)
-class Document:
-    """The document's id, its index day (``YYYY.MM.DD``) and its JSON, newline-ended."""
-
-    doc_id: str
-    day: str
-    body: bytes
-
-
-@dataclass(frozen=True, slots=True)
-class Rejection:
-    reason: str
-    detail: str
-
-
-@dataclass(frozen=True, slots=True)
-class Limits:
-    max_age_ns: int = 365 * 86_400 * NS
-    max_future_ns: int = 86_400 * NS
-
-
-DEFAULT_LIMITS = Limits()
+__all__ = [
+    "DEFAULT_LIMITS",
+    "PRIORITIES",
+    "Document",
+    "Limits",
+    "Lineage",
+    "Rejection",
+    "normalize",
+]
 
 
 def normalize(
     raw: bytes, lineage: Lineage | None, now_ns: int, limits: Limits = DEFAULT_LIMITS
 ) -> Document | Rejection:
+    """The document of ``raw``, or why there is none."""
+    doc = common_alert(raw, lineage, now_ns, limits)
+    return doc if doc is not None else general(raw, lineage, now_ns, limits)
+
+
+def general(
+    raw: bytes, lineage: Lineage | None, now_ns: int, limits: Limits = DEFAULT_LIMITS
+) -> Document | Rejection:
+    """Every shape of FORMAT.md, and every rejection: the alert parsed whole into objects."""
     try:
         alert = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
@@ -179,10 +160,7 @@ def _document(
     if type(source) is str:
         doc["falco_source"] = source
     if type(tags) is list:
-        try:
-            tag_list, techniques, tactics = _string_tags(tuple(tags))
-        except TypeError:  # a tag that is not a string: rare, not cached
-            tag_list, techniques, tactics = _tags(tuple(tags))
+        tag_list, techniques, tactics = tags_of(tuple(tags))
         doc["falco_tags"] = tag_list
         if techniques:
             doc["falco_mitre_techniques"] = techniques
@@ -201,11 +179,11 @@ def _document(
     if truncated:
         doc["falco_truncated_fields"] = truncated
     if lineage is None:
-        doc["@ingest"] = {"time": _ingest_time(now_ns)}
+        doc["@ingest"] = {"time": ingest_time(now_ns)}
     else:
         topic, partition, offset, agent = lineage
         ingest = {
-            "time": _ingest_time(now_ns),
+            "time": ingest_time(now_ns),
             "topic": topic,
             "partition": partition,
             "offset": offset,
@@ -213,31 +191,9 @@ def _document(
         if agent is not None:
             ingest["agent"] = agent
         doc["@ingest"] = ingest
-    # The alert's identity from its content, never from Kafka coordinates or Sidekick's
-    # uuid. Falco's ``output`` already renders the fields, and re-serialisers (Falcosidekick)
-    # may change number precision in ``output_fields``, so those are hashed only when there
-    # is no rendered text to stand for them.
-    material = f"{ns}\x1f{hostname}\x1f{rule}\x1f{priority[0]}\x1f{source}\x1f{text}"
-    if type(output) is not str and type(message) is not str:
-        material += "\x1f" + orjson.dumps(fields, option=orjson.OPT_SORT_KEYS).decode()
-    doc_id = blake2b(material.encode(), digest_size=16).hexdigest()
-    return Document(doc_id, day, orjson.dumps(doc, option=orjson.OPT_APPEND_NEWLINE))
-
-
-@lru_cache(maxsize=1024)
-def _string_tags(tags: tuple[Any, ...]) -> tuple[Any, tuple[str, ...], tuple[str, ...]]:
-    """A rule's tags repeat, so the work for a list of strings is cached."""
-    if not all(type(t) is str for t in tags):
-        raise TypeError("not all tags are strings")  # not cached: True and 1 are equal keys
-    return _tags(tags)
-
-
-def _tags(tags: tuple[Any, ...]) -> tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]:
-    """(tags as strings, MITRE technique ids, MITRE tactics)."""
-    names = tuple(t if type(t) is str else orjson.dumps(t).decode() for t in tags)
-    techniques = tuple(t for t in names if t[:1] == "T" and _TECHNIQUE.fullmatch(t))
-    tactics = tuple(t[6:] for t in names if t[:6] == "mitre_")
-    return names, techniques, tactics
+    no_text = type(output) is not str and type(message) is not str
+    identity = doc_id(ns, hostname, rule, priority[0], source, text, fields if no_text else None)
+    return Document(identity, day, orjson.dumps(doc, option=orjson.OPT_APPEND_NEWLINE))
 
 
 def _safe_fields(fields: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
@@ -271,8 +227,3 @@ def _safe_fields(fields: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
             truncated.append(name)
         out[name] = value
     return out, truncated
-
-
-@lru_cache(maxsize=8)
-def _ingest_time(now_ns: int) -> str:
-    return format_ns(now_ns)[0]

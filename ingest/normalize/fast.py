@@ -1,0 +1,155 @@
+"""Falco's own alerts, normalised without parsing ``output_fields`` or serialising it again.
+
+Nearly every alert has one shape: ``rule``, ``priority``, ``time``, ``output`` as strings,
+``output_fields``, and maybe ``source``, ``hostname``, ``tags`` and Falcosidekick's ``uuid``.
+It is decoded into a typed struct in which ``output_fields`` stays the alert's own JSON bytes
+(``msgspec.Raw``: checked, never made into objects), and the document is written as bytes
+around them; the fields a rule fixes (its name, priority, host, source, tags) are encoded
+once per rule and host. Anything else returns None and takes ``document.general``, which
+makes the same document; ``tests/unit/test_fast.py`` holds the two to that.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Any
+
+import msgspec
+import orjson
+
+from ingest.normalize.model import (
+    CF_KEYS,
+    MAX_VALUE_BYTES,
+    PRIORITIES,
+    Document,
+    Limits,
+    Lineage,
+    doc_id,
+    ingest_time,
+    tags_of,
+)
+from ingest.normalize.timestamps import canonical_ns, format_ns, parse_rfc3339
+
+
+class _Alert(msgspec.Struct, forbid_unknown_fields=True):
+    rule: str
+    priority: str
+    time: str
+    output: str
+    output_fields: msgspec.Raw = msgspec.Raw(b"{}")
+    source: str | None = None
+    hostname: str | None = None
+    tags: msgspec.Raw = msgspec.Raw(b"null")
+    uuid: str | None = None
+
+
+# The Cloud Foundry keys of output_fields (FORMAT.md), read from its JSON without the rest.
+_CloudFoundry = msgspec.defstruct(
+    "_CloudFoundry",
+    [(key, Any, msgspec.UNSET) for key in sorted(CF_KEYS)],
+    omit_defaults=True,
+)
+_NO_CF = _CloudFoundry()
+_decode = msgspec.json.Decoder(_Alert).decode
+_decode_cf = msgspec.json.Decoder(_CloudFoundry).decode
+_encode = msgspec.json.Encoder().encode
+_agents: dict[int, tuple[object, bytes]] = {}  # id(agent headers) -> (them, their JSON)
+
+
+def common_alert(
+    raw: bytes, lineage: Lineage | None, now_ns: int, limits: Limits
+) -> Document | None:
+    """The document of an alert of Falco's own shape, or None for ``document.general``."""
+    # Non-ASCII bytes (Raw does not check their UTF-8) and long alerts (values to shorten)
+    # go the general way.
+    if len(raw) > MAX_VALUE_BYTES or not raw.isascii():
+        return None
+    try:
+        alert = _decode(raw)
+        fields = alert.output_fields
+        cloud_foundry = _decode_cf(fields)  # and output_fields is an object
+    except (msgspec.DecodeError, RecursionError):  # includes ValidationError: another shape
+        return None
+    rule = alert.rule
+    priority = PRIORITIES.get(alert.priority)
+    if priority is None or not rule.strip():
+        return None
+    timestamp = alert.time
+    ns = canonical_ns(timestamp)
+    if ns is None:
+        ns = parse_rfc3339(timestamp)
+        if ns is None:
+            return None
+        timestamp, day = format_ns(ns)
+    else:
+        day = timestamp[:10].replace("-", ".")
+    if not now_ns - limits.max_age_ns <= ns <= now_ns + limits.max_future_ns:
+        return None
+    text = alert.output
+    parts = [
+        b'{"@timestamp":"',
+        timestamp.encode(),
+        b'","@type":"falco","@message":',
+        orjson.dumps(text),
+        _fixed(rule, alert.priority, alert.hostname, alert.source, bytes(alert.tags)),
+        b',"output_fields":',
+        fields,
+    ]
+    if alert.uuid is not None:
+        parts += (b',"falco_sidekick_uuid":', orjson.dumps(alert.uuid))
+    if cloud_foundry != _NO_CF:
+        parts += (b',"@cf":', _encode(cloud_foundry))
+    if lineage is None:
+        parts.append(_lineage_head(now_ns, None, 0) + b"}}\n")
+    else:
+        topic, partition, offset, agent = lineage
+        parts += (_lineage_head(now_ns, topic, partition), b"%d" % offset, _agent(agent))
+    identity = doc_id(ns, alert.hostname, rule, priority[0], alert.source, text)
+    return Document(identity, day, b"".join(parts))
+
+
+@lru_cache(maxsize=4096)
+def _fixed(
+    rule: str, priority: str, hostname: str | None, source: str | None, tags: bytes
+) -> bytes:
+    """The members a rule on a host fixes, encoded, each after a comma."""
+    number, name = PRIORITIES[priority]
+    part: dict[str, object] = {
+        "falco_rule": rule,
+        "falco_priority": number,
+        "falco_priority_name": name,
+    }
+    if hostname is not None:
+        part["falco_hostname"] = hostname
+    if source is not None:
+        part["falco_source"] = source
+    values = orjson.loads(tags)
+    if type(values) is list:
+        names, techniques, tactics = tags_of(tuple(values))
+        part["falco_tags"] = names
+        if techniques:
+            part["falco_mitre_techniques"] = techniques
+        if tactics:
+            part["falco_mitre_tactics"] = tactics
+    return b"," + orjson.dumps(part)[1:-1]
+
+
+@lru_cache(maxsize=64)
+def _lineage_head(now_ns: int, topic: str | None, partition: int) -> bytes:
+    """The ``@ingest`` member up to the offset (or whole, without a topic)."""
+    head = b',"@ingest":{"time":"%s"' % ingest_time(now_ns).encode()
+    if topic is None:
+        return head
+    return head + b',"topic":%s,"partition":%d,"offset":' % (orjson.dumps(topic), partition)
+
+
+def _agent(agent: dict[str, str] | None) -> bytes:
+    """The agent member and the document's end."""
+    if agent is None:
+        return b"}}\n"
+    known = _agents.get(id(agent))
+    if known is None or known[0] is not agent:  # held, so its id is not reused
+        if len(_agents) >= 256:
+            _agents.clear()
+        known = _agents[id(agent)] = (agent, b',"agent":%s}}\n' % orjson.dumps(agent))
+    return known[1]

@@ -1,0 +1,111 @@
+"""What both normalisers share: the result types, the priority names, tags and the id."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from functools import lru_cache
+from hashlib import blake2b
+from typing import Any
+
+import orjson
+
+from ingest.normalize.timestamps import NS, format_ns
+
+PRIORITIES: dict[str, tuple[int, str]] = {
+    "emergency": (0, "Emergency"),
+    "alert": (1, "Alert"),
+    "critical": (2, "Critical"),
+    "error": (3, "Error"),
+    "warning": (4, "Warning"),
+    "notice": (5, "Notice"),
+    "informational": (6, "Informational"),
+    "info": (6, "Informational"),
+    "debug": (7, "Debug"),
+}
+PRIORITIES.update({name: value for value in list(PRIORITIES.values()) for name in [value[1]]})
+CF_KEYS = frozenset(
+    "app app_id app_instance org org_id space space_id process_id process_instance_id "
+    "process_type".split()
+)
+_TECHNIQUE = re.compile(r"T\d{4}(?:\.\d{3})?")
+# A flat_object stores "path=value" as one keyword term, capped by Lucene at 32766 bytes.
+MAX_VALUE_BYTES = 16_384
+MAX_KEY_CHARS = 512
+
+
+# Where a record came from: (Kafka topic, partition, offset, the agent's headers or None),
+# the headers as {"host": ..., "version": ..., "input": ..., "received": ...}, shared, not
+# copied. A plain tuple: one is made per record, and a NamedTuple costs ten times more.
+Lineage = tuple[str, int, int, dict[str, str] | None]
+
+
+@dataclass(slots=True)
+class Document:
+    """The document's id, its index day (``YYYY.MM.DD``) and its JSON, newline-ended."""
+
+    doc_id: str
+    day: str
+    body: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Rejection:
+    reason: str
+    detail: str
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    max_age_ns: int = 365 * 86_400 * NS
+    max_future_ns: int = 86_400 * NS
+
+
+DEFAULT_LIMITS = Limits()
+
+
+def doc_id(
+    ns: int,
+    hostname: object,
+    rule: str,
+    priority: int,
+    source: object,
+    text: str,
+    fields: dict[str, Any] | None = None,
+) -> str:
+    """The alert's identity from its content, never from Kafka coordinates or Sidekick's
+    uuid. Falco's ``output`` already renders the fields, and re-serialisers (Falcosidekick)
+    may change number precision in ``output_fields``, so those are hashed (``fields``) only
+    when there is no rendered text to stand for them."""
+    material = f"{ns}\x1f{hostname}\x1f{rule}\x1f{priority}\x1f{source}\x1f{text}"
+    if fields is not None:
+        material += "\x1f" + orjson.dumps(fields, option=orjson.OPT_SORT_KEYS).decode()
+    return blake2b(material.encode(), digest_size=16).hexdigest()
+
+
+def tags_of(tags: tuple[Any, ...]) -> tuple[Any, tuple[str, ...], tuple[str, ...]]:
+    """(tags as strings, MITRE technique ids, MITRE tactics)."""
+    try:
+        return _string_tags(tags)
+    except TypeError:  # a tag that is not a string: rare, not cached
+        return _tags(tags)
+
+
+@lru_cache(maxsize=1024)
+def _string_tags(tags: tuple[Any, ...]) -> tuple[Any, tuple[str, ...], tuple[str, ...]]:
+    """A rule's tags repeat, so the work for a list of strings is cached."""
+    if not all(type(t) is str for t in tags):
+        raise TypeError("not all tags are strings")  # not cached: True and 1 are equal keys
+    return _tags(tags)
+
+
+def _tags(tags: tuple[Any, ...]) -> tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]:
+    names = tuple(t if type(t) is str else orjson.dumps(t).decode() for t in tags)
+    techniques = tuple(t for t in names if t[:1] == "T" and _TECHNIQUE.fullmatch(t))
+    tactics = tuple(t[6:] for t in names if t[:6] == "mitre_")
+    return names, techniques, tactics
+
+
+@lru_cache(maxsize=8)
+def ingest_time(now_ns: int) -> str:
+    return format_ns(now_ns)[0]

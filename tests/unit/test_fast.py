@@ -1,0 +1,134 @@
+"""The fast path makes exactly the document the general path makes, or leaves the alert to it."""
+
+import json
+
+import orjson
+from hypothesis import find, given, settings
+from hypothesis import strategies as st
+
+from ingest.normalize.document import Document, general, normalize
+from ingest.normalize.fast import common_alert
+from ingest.normalize.model import CF_KEYS, DEFAULT_LIMITS
+from ingest.normalize.timestamps import parse_rfc3339
+
+NOW = parse_rfc3339("2026-11-26T12:00:00Z")
+AGENT = {"host": "node-a", "version": "0.1.0", "input": "file:/var/log/falco.json"}
+LINEAGES = [None, ("falco.events", 2, 41, None), ("falco.events", 0, 10**12, AGENT)]
+
+
+def same(raw, lineage):
+    """normalize() (fast path first) and general() agree on ``raw``."""
+    out, expected = normalize(raw, lineage, NOW), general(raw, lineage, NOW)
+    if isinstance(expected, Document):
+        assert isinstance(out, Document), (raw, out)
+        assert (out.doc_id, out.day) == (expected.doc_id, expected.day)
+        assert orjson.loads(out.body) == orjson.loads(expected.body)
+        assert out.body.endswith(b"}\n")
+    else:
+        assert out == expected
+
+
+def test_every_sample_takes_the_fast_path_and_matches(sample_lines):
+    for line in sample_lines:
+        for lineage in LINEAGES:
+            assert common_alert(line, lineage, NOW, DEFAULT_LIMITS) is not None, line[:80]
+            same(line, lineage)
+
+
+def test_cloud_foundry_fields_and_sidekick_uuid(sample_lines):
+    alert = orjson.loads(sample_lines[0])
+    alert["output_fields"] |= {"app": "web", "org_id": "o-1", "space": 5, "process_type": None}
+    alert["uuid"] = "0b8a6c1e-6a32-4f5e-9a3e-2f1d6a7b8c9d"
+    raw = orjson.dumps(alert)
+    doc = common_alert(raw, LINEAGES[2], NOW, DEFAULT_LIMITS)
+    assert doc is not None
+    body = orjson.loads(doc.body)
+    assert body["@cf"] == {"app": "web", "org_id": "o-1", "space": 5, "process_type": None}
+    assert body["falco_sidekick_uuid"] == alert["uuid"]
+    same(raw, LINEAGES[2])
+
+
+def test_other_shapes_are_left_to_the_general_path(sample_lines):
+    alert = orjson.loads(sample_lines[0])
+    others = [
+        alert | {"message": "m"},  # a key the fast path does not know
+        alert | {"hostname": 7},  # a type it does not take
+        alert | {"priority": "WARNING"},  # a spelling only the general path reads
+        alert | {"output": "caf\u00e9"},  # non-ASCII: Raw does not check UTF-8
+        alert | {"output_fields": None},
+        alert | {"time": "2020-01-01T00:00:00.000000000Z"},  # too old: a rejection
+        {k: v for k, v in alert.items() if k != "output"},
+    ]
+    for other in others:
+        raw = orjson.dumps(other)
+        assert common_alert(raw, None, NOW, DEFAULT_LIMITS) is None, other
+        same(raw, None)
+
+
+# Mostly what Falco writes (ASCII, every key of its own shape), sometimes anything.
+text = st.text(max_size=20)
+ascii_text = st.text(st.characters(max_codepoint=127), max_size=20)  # quotes, controls too
+scalars = (
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**63), 2**64 - 1)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | ascii_text
+)
+values = st.recursive(
+    scalars,
+    lambda kids: st.lists(kids, max_size=3) | st.dictionaries(ascii_text, kids, max_size=3),
+    max_leaves=8,
+)
+field_names = st.sampled_from(sorted(CF_KEYS) + ["proc.name", "evt.time", "fd.name"]) | ascii_text
+times = st.sampled_from(
+    [
+        "2026-11-20T09:00:01.408091526Z",
+        "2026-11-20T09:06:00.5Z",
+        "2026-11-20T10:06:00.000000001+01:00",
+        "2026-02-30T09:00:00.000000000Z",
+        "2026-11-27T13:00:00.000000000Z",
+        "2025-01-01T00:00:00.000000000Z",
+    ]
+)
+MISSING = object()
+
+
+def mostly(good, odd):
+    """``good`` nine times in ten (one_of would pick each half the time)."""
+    return st.integers(0, 9).flatmap(lambda n: odd if n == 0 else good)
+
+
+alerts = st.fixed_dictionaries(
+    {
+        "rule": mostly(st.sampled_from(["Terminal shell in container", "r"]), text | st.just(" ")),
+        "priority": mostly(st.sampled_from(["Warning", "Debug", "Informational"]), text),
+        "time": mostly(times, st.just(MISSING) | text),
+        "output": mostly(ascii_text, st.just(MISSING) | text | st.integers(0, 99)),
+        "output_fields": mostly(
+            st.dictionaries(field_names, values, max_size=6),
+            st.just(MISSING) | values | st.dictionaries(text, text, max_size=2),
+        ),
+        "source": mostly(st.just("syscall"), st.just(MISSING) | st.none() | text),
+        "hostname": mostly(ascii_text, st.just(MISSING) | st.none() | st.integers(0, 99)),
+        "tags": mostly(
+            st.lists(ascii_text | st.sampled_from(["T1059", "mitre_execution"]), max_size=4),
+            st.just(MISSING) | st.none() | st.lists(values, max_size=3),
+        ),
+        "uuid": mostly(st.just(MISSING), ascii_text),
+        "extra": mostly(st.just(MISSING), values),
+    }
+).map(lambda a: {k: v for k, v in a.items() if v is not MISSING})
+
+
+def test_the_generated_alerts_reach_the_fast_path():
+    fast = find(alerts, lambda a: common_alert(orjson.dumps(a), None, NOW, DEFAULT_LIMITS))
+    assert common_alert(orjson.dumps(fast), None, NOW, DEFAULT_LIMITS) is not None
+
+
+@settings(max_examples=600, deadline=None)
+@given(alerts, st.sampled_from(LINEAGES), st.booleans())
+def test_fast_and_general_paths_agree(alert, lineage, spaced):
+    # Falco writes compact JSON, Python's json module spaces and \u-escapes non-ASCII.
+    raw = json.dumps(alert).encode() if spaced else orjson.dumps(alert)
+    same(raw, lineage)
