@@ -31,7 +31,7 @@ from ingest.normalize.model import (
 from ingest.normalize.timestamps import canonical_ns, format_ns, parse_rfc3339
 
 
-class _Alert(msgspec.Struct, forbid_unknown_fields=True):
+class _Alert(msgspec.Struct, forbid_unknown_fields=True, gc=False):
     rule: str
     priority: str
     time: str
