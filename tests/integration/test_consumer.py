@@ -108,6 +108,35 @@ async def test_malformed_input_goes_to_the_dead_letter_topic_with_reasons(prefix
         assert mixed[int(h["dlq.source.offset"])] == m.value or h["dlq.source.partition"]
 
 
+async def test_output_fields_reach_opensearch_as_falco_wrote_them(prefix, uid):
+    """The fast path passes output_fields through as their bytes: a number beyond a double
+    is stored as written, and a repeated key (which OpenSearch refuses) is dead-lettered with
+    the node's reason while the alerts around it are stored."""
+    topic = f"c-{uid}"
+    good = make_alerts(20, tag=uid)
+    template = orjson.loads(good[0])
+    big = orjson.dumps(template | {"output": template["output"] + " big"}).replace(
+        b'"output_fields":{', b'"output_fields":{"n.big":1e400,"n.long":123456789012345678901234,'
+    )
+    repeated = orjson.dumps(template | {"output": template["output"] + " twice"}).replace(
+        b'"output_fields":{', b'"output_fields":{"k.twice":1,"k.twice":2,'
+    )
+    await produce(topic, good[:10] + [big, repeated] + good[10:])
+    stats = await run_consumer(consumer_settings(topic, prefix), stop_when_idle=3)
+    assert stats.indexed == 21
+    assert await count_docs(prefix) == 21
+    [letter] = await read_topic(f"{topic}.dlq", expect=1)
+    headers = dict(letter.headers)
+    assert letter.value == repeated
+    assert headers["dlq.stage"] == b"index"
+    assert headers["dlq.reason"] == b"opensearch_mapper_parsing_exception"
+    as_written = [
+        {"term": {"output_fields.n.big": "1e400"}},
+        {"term": {"output_fields.n.long": "123456789012345678901234"}},
+    ]
+    assert await count_docs(prefix, {"bool": {"filter": as_written}}) == 1
+
+
 async def dead_lettered(prefix: str, uid: str, values: list[bytes]) -> ConsumerSettings:
     """``values`` through the consumer into its DLQ; the settings of that consumer."""
     topic = f"c-{uid}"
