@@ -82,9 +82,17 @@ async def count(client: AsyncOpenSearch, prefix: str) -> int:
     return int(r.get("_all", {}).get("primaries", {}).get("indexing", {}).get("index_total", 0))
 
 
-async def raw_bulk_ceiling(client: AsyncOpenSearch, prefix: str, values: list[bytes]) -> float:
+async def raw_bulk_ceiling(
+    client: AsyncOpenSearch, prefix: str, topic: str, values: list[bytes]
+) -> float:
     now = time.time_ns()
-    docs = [d for v in values if isinstance(d := normalize(v, None, now), Document)]
+    # The documents the consumers write, lineage too (produce() keys alert i to i % 6).
+    lineages = [(topic, i % 6, i // 6, None) for i in range(len(values))]
+    docs = [
+        d
+        for v, lineage in zip(values, lineages, strict=True)
+        if isinstance(d := normalize(v, lineage, now), Document)
+    ]
     assert len(docs) == len(values)
     encode = OpenSearchSink(client, prefix).encode  # the very bodies ours would send
     bodies = [encode(docs[i : i + 2000]) for i in range(0, len(docs), 2000)]
@@ -184,7 +192,7 @@ async def one_round(
         await setup_prefix(p)
     out: dict[str, tuple[float, float]] = {}
     try:
-        out["raw"] = (await raw_bulk_ceiling(client, prefixes["raw"], values), 0.0)
+        out["raw"] = (await raw_bulk_ceiling(client, prefixes["raw"], topic, values), 0.0)
         for who in ("ours", "naive"):
             cmd, env = commands(topic, tag, prefixes[who], n, who)
             out[who] = await timed_process(cmd, env, client, prefixes[who], n)
@@ -214,7 +222,7 @@ async def main() -> None:
         with cores:
             # a cold node (fresh JVM) would make the first figures look low: warm it up first
             await setup_prefix(f"bench-warmup-{tag}")
-            await raw_bulk_ceiling(client, f"bench-warmup-{tag}", values[: max(1, n // 4)])
+            await raw_bulk_ceiling(client, f"bench-warmup-{tag}", topic, values[: max(1, n // 4)])
             await client.indices.delete(index=f"bench-warmup-{tag}-*", ignore_unavailable=True)
             for i in range(args.rounds):
                 rounds.append(await one_round(client, topic, values, f"{tag}{i}"))
