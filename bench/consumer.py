@@ -9,7 +9,10 @@ consumer process, with ratios. Needs the stack: ./dev stack up.
     .venv/bin/python bench/consumer.py [N] [--rounds R]
 
 The machine's speed varies from minute to minute (a shared 2-core VM), so the three run in
-rounds, one after the other, and the medians and each round's ratios are printed.
+rounds, one after the other, the order turning from round to round, and the medians and
+each round's ratios are printed. Each run starts on a quiet node: the one before it has its
+indices deleted and its merges finished (a run right after the fast ceiling otherwise pays
+for the ceiling's merges).
 
 With --split-cores OpenSearch runs on CPU 0 and everything else (this script, the consumers,
 Kafka) on CPU 1, for all three alike: the topology of a deployment, where the consumer fleet
@@ -183,23 +186,41 @@ def commands(
 
 
 async def one_round(
-    client: AsyncOpenSearch, topic: str, values: list[bytes], tag: str
+    client: AsyncOpenSearch, topic: str, values: list[bytes], tag: str, first: int
 ) -> dict[str, tuple[float, float]]:
-    """The ceiling, ours and the baseline, one after the other on the same node."""
+    """The ceiling, ours and the baseline, one after the other on the same node, starting
+    with the ``first``-th of them (the order turns from round to round). Each run's indices
+    are deleted once it is measured and the node left to finish its merges, so no run pays
+    for the one before it."""
     n = len(values)
-    prefixes = {k: f"bench-{k}-{tag}" for k in ("raw", "ours", "naive")}
-    for p in prefixes.values():
-        await setup_prefix(p)
+    order = ["raw", "ours", "naive"]
+    order = order[first % 3 :] + order[: first % 3]
     out: dict[str, tuple[float, float]] = {}
-    try:
-        out["raw"] = (await raw_bulk_ceiling(client, prefixes["raw"], topic, values), 0.0)
-        for who in ("ours", "naive"):
-            cmd, env = commands(topic, tag, prefixes[who], n, who)
-            out[who] = await timed_process(cmd, env, client, prefixes[who], n)
-    finally:
-        for p in prefixes.values():
-            await client.indices.delete(index=f"{p}-*", ignore_unavailable=True)
+    for who in order:
+        prefix = f"bench-{who}-{tag}"
+        await setup_prefix(prefix)
+        try:
+            if who == "raw":
+                out[who] = (await raw_bulk_ceiling(client, prefix, topic, values), 0.0)
+            else:
+                cmd, env = commands(topic, tag, prefix, n, who)
+                out[who] = await timed_process(cmd, env, client, prefix, n)
+        finally:
+            await client.indices.delete(index=f"{prefix}-*", ignore_unavailable=True)
+        await settle(client)
     return out
+
+
+async def settle(client: AsyncOpenSearch, limit_s: float = 60.0) -> None:
+    """Wait until the node runs no merge (at most ``limit_s``)."""
+    deadline = time.monotonic() + limit_s
+    while time.monotonic() < deadline:
+        r = await client.transport.perform_request(
+            "GET", "/_nodes/stats/indices/merge", params={"filter_path": "nodes.*.indices"}
+        )
+        if all(n["indices"]["merges"]["current"] == 0 for n in r["nodes"].values()):
+            return
+        await asyncio.sleep(0.5)
 
 
 async def main() -> None:
@@ -225,7 +246,7 @@ async def main() -> None:
             await raw_bulk_ceiling(client, f"bench-warmup-{tag}", topic, values[: max(1, n // 4)])
             await client.indices.delete(index=f"bench-warmup-{tag}-*", ignore_unavailable=True)
             for i in range(args.rounds):
-                rounds.append(await one_round(client, topic, values, f"{tag}{i}"))
+                rounds.append(await one_round(client, topic, values, f"{tag}{i}", i))
                 r = rounds[-1]
                 print(
                     f"round {i + 1}: ceiling {r['raw'][0]:,.0f}/s, ours {r['ours'][0]:,.0f}/s "
