@@ -24,7 +24,7 @@ from ingest.normalize.model import (
     Rejection,
     doc_id,
     ingest_time,
-    tags_of,
+    tag_members,
 )
 from ingest.normalize.timestamps import (
     MAX_NS,
@@ -160,12 +160,7 @@ def _document(
     if type(source) is str:
         doc["falco_source"] = source
     if type(tags) is list:
-        tag_list, techniques, tactics = tags_of(tuple(tags))
-        doc["falco_tags"] = tag_list
-        if techniques:
-            doc["falco_mitre_techniques"] = techniques
-        if tactics:
-            doc["falco_mitre_tactics"] = tactics
+        doc.update(tag_members(tuple(tags)))
     if type(message) is str and type(output) is str:
         doc["falco_message"] = message
     if type(uuid) is str:

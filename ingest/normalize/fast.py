@@ -26,7 +26,7 @@ from ingest.normalize.model import (
     Lineage,
     doc_id,
     ingest_time,
-    tags_of,
+    tag_members,
 )
 from ingest.normalize.timestamps import canonical_ns, format_ns, parse_rfc3339
 
@@ -125,12 +125,7 @@ def _fixed(
         part["falco_source"] = source
     values = orjson.loads(tags)
     if type(values) is list:
-        names, techniques, tactics = tags_of(tuple(values))
-        part["falco_tags"] = names
-        if techniques:
-            part["falco_mitre_techniques"] = techniques
-        if tactics:
-            part["falco_mitre_tactics"] = tactics
+        part.update(tag_members(tuple(values)))
     return b"," + orjson.dumps(part)[1:-1]
 
 

@@ -84,27 +84,33 @@ def doc_id(
     return blake2b(material.encode(), digest_size=16).hexdigest()
 
 
-def tags_of(tags: tuple[Any, ...]) -> tuple[Any, tuple[str, ...], tuple[str, ...]]:
-    """(tags as strings, MITRE technique ids, MITRE tactics)."""
+def tag_members(tags: tuple[Any, ...]) -> dict[str, tuple[str, ...]]:
+    """The document's members for a list of tags: ``falco_tags`` (as strings), and the MITRE
+    technique ids and tactics among them when there are any. Shared: copy, never change."""
     try:
-        return _string_tags(tags)
+        return _string_tag_members(tags)
     except TypeError:  # a tag that is not a string: rare, not cached
-        return _tags(tags)
+        return _tag_members(tags)
 
 
 @lru_cache(maxsize=1024)
-def _string_tags(tags: tuple[Any, ...]) -> tuple[Any, tuple[str, ...], tuple[str, ...]]:
+def _string_tag_members(tags: tuple[Any, ...]) -> dict[str, tuple[str, ...]]:
     """A rule's tags repeat, so the work for a list of strings is cached."""
     if not all(type(t) is str for t in tags):
         raise TypeError("not all tags are strings")  # not cached: True and 1 are equal keys
-    return _tags(tags)
+    return _tag_members(tags)
 
 
-def _tags(tags: tuple[Any, ...]) -> tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]:
+def _tag_members(tags: tuple[Any, ...]) -> dict[str, tuple[str, ...]]:
     names = tuple(t if type(t) is str else orjson.dumps(t).decode() for t in tags)
+    members = {"falco_tags": names}
     techniques = tuple(t for t in names if t[:1] == "T" and _TECHNIQUE.fullmatch(t))
+    if techniques:
+        members["falco_mitre_techniques"] = techniques
     tactics = tuple(t[6:] for t in names if t[:6] == "mitre_")
-    return names, techniques, tactics
+    if tactics:
+        members["falco_mitre_tactics"] = tactics
+    return members
 
 
 @lru_cache(maxsize=8)
