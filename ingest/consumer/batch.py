@@ -6,6 +6,7 @@ import time
 from dataclasses import dataclass, field
 from functools import lru_cache
 
+import orjson
 from aiokafka import ConsumerRecord, TopicPartition
 
 from ingest import contract
@@ -13,8 +14,8 @@ from ingest.normalize.document import Document, Limits, normalize
 from ingest.sink.dlq import DeadLetter
 
 
-def agent_of(headers: tuple[tuple[str, bytes], ...]) -> dict[str, str] | None:
-    """The agent's headers of a record, as lineage (None without any)."""
+def agent_of(headers: tuple[tuple[str, bytes], ...]) -> bytes | None:
+    """The agent's headers of a record, as lineage: a JSON object (None without any)."""
     if not headers:
         return None
     try:
@@ -24,14 +25,15 @@ def agent_of(headers: tuple[tuple[str, bytes], ...]) -> dict[str, str] | None:
 
 
 @lru_cache(maxsize=256)
-def _agent(headers: tuple[tuple[str, bytes], ...]) -> dict[str, str] | None:
-    """The agent's headers as lineage; one agent's records share them, so cached."""
+def _agent(headers: tuple[tuple[str, bytes], ...]) -> bytes | None:
+    """The agent's headers as lineage; one agent's records share them, so they are made
+    and encoded once."""
     agent = {
         name: value.decode(errors="replace")
         for key, value in headers
         if (name := _AGENT_KEYS.get(key)) is not None and value is not None
     }
-    return agent or None
+    return orjson.dumps(agent) if agent else None
 
 
 _AGENT_KEYS = {

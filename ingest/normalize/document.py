@@ -184,7 +184,7 @@ def _document(
             "offset": offset,
         }
         if agent is not None:
-            ingest["agent"] = agent
+            ingest["agent"] = orjson.Fragment(agent)
         doc["@ingest"] = ingest
     no_text = type(output) is not str and type(message) is not str
     identity = doc_id(ns, hostname, rule, priority[0], source, text, fields if no_text else None)

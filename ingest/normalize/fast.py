@@ -53,7 +53,6 @@ _NO_CF = _CloudFoundry()
 _decode = msgspec.json.Decoder(_Alert).decode
 _decode_cf = msgspec.json.Decoder(_CloudFoundry).decode
 _encode = msgspec.json.Encoder().encode
-_agents: dict[int, tuple[object, bytes]] = {}  # id(agent headers) -> (them, their JSON)
 
 
 def common_alert(
@@ -100,10 +99,13 @@ def common_alert(
     if cloud_foundry != _NO_CF:
         parts += (b',"@cf":', _encode(cloud_foundry))
     if lineage is None:
-        parts.append(_lineage_head(now_ns, None, 0) + b"}}\n")
+        parts.append(_lineage_head(now_ns, None, 0))
     else:
         topic, partition, offset, agent = lineage
-        parts += (_lineage_head(now_ns, topic, partition), b"%d" % offset, _agent(agent))
+        parts += (_lineage_head(now_ns, topic, partition), b"%d" % offset)
+        if agent is not None:
+            parts += (b',"agent":', agent)
+    parts.append(b"}}\n")
     identity = doc_id(ns, alert.hostname, rule, priority[0], alert.source, text)
     return Document(identity, day, b"".join(parts))
 
@@ -136,15 +138,3 @@ def _lineage_head(now_ns: int, topic: str | None, partition: int) -> bytes:
     if topic is None:
         return head
     return head + b',"topic":%s,"partition":%d,"offset":' % (orjson.dumps(topic), partition)
-
-
-def _agent(agent: dict[str, str] | None) -> bytes:
-    """The agent member and the document's end."""
-    if agent is None:
-        return b"}}\n"
-    known = _agents.get(id(agent))
-    if known is None or known[0] is not agent:  # held, so its id is not reused
-        if len(_agents) >= 256:
-            _agents.clear()
-        known = _agents[id(agent)] = (agent, b',"agent":%s}}\n' % orjson.dumps(agent))
-    return known[1]

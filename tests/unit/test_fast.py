@@ -12,7 +12,7 @@ from ingest.normalize.model import CF_KEYS, DEFAULT_LIMITS
 from ingest.normalize.timestamps import parse_rfc3339
 
 NOW = parse_rfc3339("2026-11-26T12:00:00Z")
-AGENT = {"host": "node-a", "version": "0.1.0", "input": "file:/var/log/falco.json"}
+AGENT = orjson.dumps({"host": "node-a", "version": "0.1.0", "input": "file:/var/log/falco.json"})
 LINEAGES = [None, ("falco.events", 2, 41, None), ("falco.events", 0, 10**12, AGENT)]
 
 

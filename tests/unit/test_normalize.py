@@ -16,7 +16,7 @@ LINEAGE = (
     "falco.events",
     2,
     41,
-    {"host": "node-a", "version": "0.1.0", "input": "file:/var/log/falco.json"},
+    orjson.dumps({"host": "node-a", "version": "0.1.0", "input": "file:/var/log/falco.json"}),
 )
 
 
