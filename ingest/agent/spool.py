@@ -107,17 +107,18 @@ class Spool:
         if self._pending + size > self.max_bytes:
             metrics.AGENT_SPOOL_FULL.inc()
             return False
-        if self._writer.tell() > self.segment_bytes:
-            self._roll()
+        try:
+            if self._writer.tell() > self.segment_bytes:
+                self._roll()
+        except OSError as exc:  # nothing changed: the full segment is still the one written
+            return self._refuse(exc)
         start = self._writer.tell()
         try:
             self._writer.write(b"".join(blobs))
             self._writer.flush()
-        except OSError as exc:  # the disk is full: as good as a full spool
+        except OSError as exc:
             self._writer = self._reopen_at(start)
-            metrics.AGENT_SPOOL_FULL.inc()
-            log.error("spool write failed; inputs are held back", extra={"error": str(exc)})
-            return False
+            return self._refuse(exc)
         self._appended += 1
         self._pending += size
         metrics.AGENT_SPOOL_BYTES.set(self._pending)
@@ -125,18 +126,31 @@ class Spool:
         self.new_data.set()
         return True
 
+    @staticmethod
+    def _refuse(exc: OSError) -> bool:
+        """A write the disk did not take (full, failing) is as good as a full spool."""
+        metrics.AGENT_SPOOL_FULL.inc()
+        log.error("spool write failed; inputs are held back", extra={"error": str(exc)})
+        return False
+
     def _roll(self) -> None:
         """Start the next segment. The full one is fsynced first, and the directory after
-        the new file is made: a caller's ``sync`` covers only the segment being written."""
+        the new file is made: a caller's ``sync`` covers only the segment being written.
+        The writer moves to the new segment only when all of that succeeded."""
         os.fsync(self._writer.fileno())  # once per segment (64 MiB): a short block is fine
-        self._writer.close()
-        self._write_seg += 1
-        self._writer = self._path(self._write_seg).open("ab")
-        fd = os.open(self.dir, os.O_RDONLY)
+        new = self._path(self._write_seg + 1).open("ab")
         try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+            fd = os.open(self.dir, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        except OSError:
+            new.close()
+            raise
+        self._writer.close()
+        self._writer = new
+        self._write_seg += 1
 
     def _reopen_at(self, size: int) -> io.BufferedWriter:
         """The writer again, with what a failed write left past ``size`` cut off."""

@@ -136,3 +136,26 @@ def test_a_full_disk_refuses_the_batch_and_leaves_no_half_record(tmp_path):
     assert sp.append([("f", 3, b"three")])  # room again
     assert [e.value for e in sp.read(10, 1 << 20)] == [b"one", b"three"]
     sp.close()
+
+
+def test_a_failed_segment_roll_refuses_the_batch_and_the_spool_goes_on(tmp_path, monkeypatch):
+    sp = Spool(tmp_path, max_bytes=1 << 20, segment_bytes=50)
+    sp.append([("http", 0, b"x" * 60)])  # fills the first segment
+    real = os.fsync
+
+    def failing(fd):
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(os, "fsync", failing)
+    assert not sp.append([("http", 0, b"refused")])  # not accepted: the caller holds it
+    monkeypatch.setattr(os, "fsync", real)
+    assert sp.append([("http", 0, b"y")])  # the roll is tried again and works
+    assert sp._write_seg == 2
+    sp.close()
+    again = Spool(tmp_path, max_bytes=1 << 20, segment_bytes=50)
+    seen = []
+    while got := again.read(10, 1 << 20):  # a read stops at the end of a segment
+        seen += [e.value for e in got]
+        again.ack(got[-1])
+    assert seen == [b"x" * 60, b"y"]
+    again.close()
