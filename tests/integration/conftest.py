@@ -118,9 +118,14 @@ def make_alerts(n: int, tag: str = "", start_ns: int | None = None) -> list[byte
     return out
 
 
-async def produce(topic: str, values: list[bytes], key: bytes = b"h") -> None:
+async def produce(
+    topic: str, values: list[bytes], key: bytes = b"h", compression: str | None = None
+) -> None:
     producer = AIOKafkaProducer(
-        bootstrap_servers=os.environ["INGEST_KAFKA__BOOTSTRAP_SERVERS"], acks="all", linger_ms=5
+        bootstrap_servers=os.environ["INGEST_KAFKA__BOOTSTRAP_SERVERS"],
+        acks="all",
+        linger_ms=5,
+        compression_type=compression,
     )
     await producer.start()
     try:

@@ -83,6 +83,19 @@ async def test_the_same_alert_twice_is_stored_once(prefix, uid):
     assert await count_docs(prefix) == 50
 
 
+async def test_batches_of_every_kafka_codec_are_read(prefix, uid):
+    """Other producers write the topic too (Falcosidekick's Kafka output, a Vector or Fluent
+    Bit in front): whatever codec their batches have, the alerts are stored."""
+    topic = f"c-{uid}"
+    codecs = [None, "gzip", "snappy", "lz4", "zstd"]
+    alerts = make_alerts(40 * len(codecs), tag=uid)
+    for i, codec in enumerate(codecs):
+        await produce(topic, alerts[i * 40 : (i + 1) * 40], compression=codec)
+    stats = await run_consumer(consumer_settings(topic, prefix), stop_when_idle=3)
+    assert stats.indexed == len(alerts) and not stats.dead_lettered
+    assert await count_docs(prefix) == len(alerts)
+
+
 async def test_malformed_input_goes_to_the_dead_letter_topic_with_reasons(prefix, uid):
     topic = f"c-{uid}"
     good = make_alerts(100, tag=uid)
