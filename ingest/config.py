@@ -45,7 +45,8 @@ class KafkaSettings(_Strict):
     ssl_cafile: Path | None = None
     ssl_certfile: Path | None = None
     ssl_keyfile: Path | None = None
-    compression: Literal["none", "gzip", "lz4", "zstd", "snappy"] = "gzip"
+    # zstd: gzip's ratio on alerts for a tenth of its CPU (bench/README.md, "Compression")
+    compression: Literal["none", "gzip", "lz4", "zstd", "snappy"] = "zstd"
     create_topics: bool = True
     topic_partitions: int = Field(default=6, ge=1, le=1000)
     replication_factor: int = Field(default=1, ge=1, le=7)
