@@ -5,7 +5,9 @@
 3. the naive baseline (bench/baseline_consumer.py).
 
 Prints alerts/s (wall, until every document is stored) and alerts per CPU-second of the
-consumer process, with ratios. Needs the stack: ./dev stack up.
+consumer process, with ratios, and where the CPU went: milliseconds per 1000 alerts of the
+loader or consumer, the OpenSearch node and the Kafka broker, and the share of the machine
+left idle. Needs the stack: ./dev stack up.
     .venv/bin/python bench/consumer.py [N] [--rounds R]
 
 The machine's speed varies from minute to minute (a shared 2-core VM), so the three run in
@@ -30,6 +32,7 @@ import os
 import time
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 from statistics import median
 
 from common import PY, ROOT, alerts, load_env
@@ -53,8 +56,12 @@ async def produce(topic: str, values: list[bytes]) -> None:
 
     kafka = KafkaSettings(bootstrap_servers=os.environ["INGEST_KAFKA__BOOTSTRAP_SERVERS"])
     await ensure_topics(kafka, topic)
+    # Batches as the agent writes them: its default codec (the consumers decompress them).
     p = AIOKafkaProducer(
-        bootstrap_servers=kafka.bootstrap_servers, linger_ms=20, max_batch_size=512 * 1024
+        bootstrap_servers=kafka.bootstrap_servers,
+        linger_ms=20,
+        max_batch_size=512 * 1024,
+        compression_type=None if kafka.compression == "none" else kafka.compression,
     )
     await p.start()
     futs = [await p.send(topic, v, key=str(i % 6).encode()) for i, v in enumerate(values)]
@@ -85,9 +92,51 @@ async def count(client: AsyncOpenSearch, prefix: str) -> int:
     return int(r.get("_all", {}).get("primaries", {}).get("indexing", {}).get("index_total", 0))
 
 
+@dataclass
+class Run:
+    """One run's alerts/s, and CPU-milliseconds per 1000 alerts of the loader or consumer
+    process (``own``), the OpenSearch node and the Kafka broker over the same window, and
+    the share of the machine's CPU time left idle in it (a run that leaves CPU idle is
+    bound by latency, not by the node's CPU)."""
+
+    rate: float
+    own: float
+    node: float
+    broker: float
+    idle: float
+
+
+class Meter:
+    """CPU seconds of a process, the node and the broker, from a start to a stop."""
+
+    def __init__(self, pid: int) -> None:
+        layout = Layout.default()
+        self.pids = (
+            pid,
+            process.read_pid(OpenSearch(layout).pid_file) or 0,
+            process.read_pid(Kafka(layout).pid_file) or 0,
+        )
+        self.t0, self.cpu0 = time.perf_counter(), [_cpu_seconds(p) for p in self.pids]
+        self.idle0, self.total0 = _machine()
+
+    def stop(self, alerts: int) -> Run:
+        wall = time.perf_counter() - self.t0
+        cpu = [_cpu_seconds(p) - c for p, c in zip(self.pids, self.cpu0, strict=True)]
+        own, node, broker = (1e6 * c / alerts for c in cpu)
+        idle, total = _machine()
+        share = (idle - self.idle0) / max(1, total - self.total0)
+        return Run(alerts / wall, own, node, broker, share)
+
+
+def _machine() -> tuple[int, int]:
+    """(idle, total) CPU ticks of the machine since boot (idle includes waiting for I/O)."""
+    ticks = [int(v) for v in open("/proc/stat").readline().split()[1:]]
+    return ticks[3] + ticks[4], sum(ticks)
+
+
 async def raw_bulk_ceiling(
     client: AsyncOpenSearch, prefix: str, topic: str, values: list[bytes]
-) -> float:
+) -> Run:
     now = time.time_ns()
     # The documents the consumers write, lineage too (produce() keys alert i to i % 6).
     lineages = [(topic, i % 6, i // 6, None) for i in range(len(values))]
@@ -111,11 +160,11 @@ async def raw_bulk_ceiling(
                 headers={"content-type": "application/x-ndjson"},
             )
 
-    t0 = time.perf_counter()
+    meter = Meter(os.getpid())
     await asyncio.gather(*(send(b) for b in bodies))
     while await count(client, prefix) < len(values):
         await asyncio.sleep(0.1)
-    return len(values) / (time.perf_counter() - t0)
+    return meter.stop(len(values))
 
 
 def pin(pid: int, cpus: set[int]) -> None:
@@ -145,25 +194,27 @@ def split_cores() -> Iterator[None]:
 
 
 def _cpu_seconds(pid: int) -> float:
+    if not pid:  # a stack not started by this project: its CPU is not ours to read
+        return 0.0
     fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 async def timed_process(
     cmd: list[str], env: dict[str, str], client: AsyncOpenSearch, prefix: str, n: int
-) -> tuple[float, float]:
+) -> Run:
     """Steady state, from the first stored document to the last (start-up and group join
-    left out for both consumers alike): (alerts/s, alerts per CPU-second of the process)."""
+    left out for both consumers alike)."""
     proc = await asyncio.create_subprocess_exec(*cmd, env=env, stdout=asyncio.subprocess.DEVNULL)
     while (first := await count(client, prefix)) == 0:
         await asyncio.sleep(0.05)
-    t0, cpu0 = time.perf_counter(), _cpu_seconds(proc.pid)
+    meter = Meter(proc.pid)
     while await count(client, prefix) < n:
         await asyncio.sleep(0.1)
-    wall, cpu = time.perf_counter() - t0, _cpu_seconds(proc.pid) - cpu0
+    run = meter.stop(n - first)
     proc.terminate()
     await proc.wait()
-    return (n - first) / wall, (n - first) / cpu
+    return run
 
 
 def commands(
@@ -187,7 +238,7 @@ def commands(
 
 async def one_round(
     client: AsyncOpenSearch, topic: str, values: list[bytes], tag: str, first: int
-) -> dict[str, tuple[float, float]]:
+) -> dict[str, Run]:
     """The ceiling, ours and the baseline, one after the other on the same node, starting
     with the ``first``-th of them (the order turns from round to round). Each run's indices
     are deleted once it is measured and the node left to finish its merges, so no run pays
@@ -195,13 +246,13 @@ async def one_round(
     n = len(values)
     order = ["raw", "ours", "naive"]
     order = order[first % 3 :] + order[: first % 3]
-    out: dict[str, tuple[float, float]] = {}
+    out: dict[str, Run] = {}
     for who in order:
         prefix = f"bench-{who}-{tag}"
         await setup_prefix(prefix)
         try:
             if who == "raw":
-                out[who] = (await raw_bulk_ceiling(client, prefix, topic, values), 0.0)
+                out[who] = await raw_bulk_ceiling(client, prefix, topic, values)
             else:
                 cmd, env = commands(topic, tag, prefix, n, who)
                 out[who] = await timed_process(cmd, env, client, prefix, n)
@@ -225,7 +276,10 @@ async def settle(client: AsyncOpenSearch, limit_s: float = 60.0) -> None:
 
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("n", nargs="?", type=int, default=100_000, help="alerts per run")
+    # Runs of 500,000 (30-40 s each): a short run ends before the merges its documents cause,
+    # the fastest (the ceiling) most of all, and its node CPU per document then varied by 40 %
+    # from round to round (94-136 ms per 1000 at 100,000; 122-125 ms at 500,000).
+    parser.add_argument("n", nargs="?", type=int, default=500_000, help="alerts per run")
     parser.add_argument("--rounds", type=int, default=3, help="rounds; medians are printed")
     parser.add_argument(
         "--split-cores", action="store_true", help="OpenSearch on CPU 0, the rest on CPU 1"
@@ -249,45 +303,56 @@ async def main() -> None:
                 rounds.append(await one_round(client, topic, values, f"{tag}{i}", i))
                 r = rounds[-1]
                 print(
-                    f"round {i + 1}: ceiling {r['raw'][0]:,.0f}/s, ours {r['ours'][0]:,.0f}/s "
-                    f"{r['ours'][1]:,.0f}/CPU-s, naive {r['naive'][0]:,.0f}/s "
-                    f"{r['naive'][1]:,.0f}/CPU-s",
+                    f"round {i + 1}: "
+                    + ", ".join(
+                        f"{who} {r[who].rate:,.0f}/s {1e6 / r[who].own:,.0f}/CPU-s "
+                        f"(node {r[who].node:.0f} ms)"
+                        for who in ("raw", "ours", "naive")
+                    ),
                     flush=True,
                 )
     finally:
         await client.close()
-    med = {
-        "raw": median(r["raw"][0] for r in rounds),
-        "ours": median(r["ours"][0] for r in rounds),
-        "ours-cpu": median(r["ours"][1] for r in rounds),
-        "naive": median(r["naive"][0] for r in rounds),
-        "naive-cpu": median(r["naive"][1] for r in rounds),
-    }
-    per_round = {
-        "ceiling": [r["ours"][0] / r["raw"][0] for r in rounds],
-        "cpu": [r["ours"][1] / r["naive"][1] for r in rounds],
-        "wall": [r["ours"][0] / r["naive"][0] for r in rounds],
-    }
-    where = "OpenSearch on CPU 0, the rest on CPU 1" if args.split_cores else "sharing 2 CPUs"
+    report(rounds, n, args.split_cores)
+
+
+def report(rounds: list[dict[str, Run]], n: int, split: bool) -> None:
+    def med(who: str, what: str) -> float:
+        return median(getattr(r[who], what) for r in rounds)
+
+    where = "OpenSearch on CPU 0, the rest on CPU 1" if split else "sharing 2 CPUs"
     print(f"\n{n} alerts, one topic (6 partitions), one OpenSearch node ({where})")
-    print(f"medians of {len(rounds)} rounds")
-    print(f"raw _bulk ceiling (pre-encoded)  {med['raw']:>10,.0f} alerts/s")
+    print(f"medians of {len(rounds)} rounds; CPU in milliseconds per 1000 alerts")
     print(
-        f"falco-ingest consume             {med['ours']:>10,.0f} alerts/s  "
-        f"{med['ours-cpu']:>10,.0f} alerts/CPU-s"
+        f"{'':32} {'alerts/s':>9} {'alerts/CPU-s':>13} {'CPU own':>8} {'node':>6} {'kafka':>6}"
+        f" {'idle':>5}"
     )
-    print(
-        f"naive baseline                   {med['naive']:>10,.0f} alerts/s  "
-        f"{med['naive-cpu']:>10,.0f} alerts/CPU-s"
-    )
-    for label, key in (
-        ("ours / raw ceiling (goal >= 0.90):         ", "ceiling"),
-        ("ours / naive, alerts per CPU-s (goal >= 3):", "cpu"),
-        ("ours / naive, wall (goal >= 1):            ", "wall"),
+    for who, label in (
+        ("raw", "raw _bulk ceiling (pre-encoded)"),
+        ("ours", "falco-ingest consume"),
+        ("naive", "naive baseline"),
     ):
-        values_ = per_round[key]
-        rounds_text = " ".join(f"{v:.2f}" for v in values_)
-        print(f"{label} {median(values_):.2f}  (rounds: {rounds_text})")
+        own = med(who, "own")
+        print(
+            f"{label:32} {med(who, 'rate'):>9,.0f} {1e6 / own:>13,.0f} {own:>8.1f} "
+            f"{med(who, 'node'):>6.1f} {med(who, 'broker'):>6.1f} {med(who, 'idle'):>5.0%}"
+        )
+    for label, ratios in (
+        (
+            "ours / raw ceiling (goal >= 0.90):         ",
+            [r["ours"].rate / r["raw"].rate for r in rounds],
+        ),
+        (
+            "ours / naive, alerts per CPU-s (goal >= 3):",
+            [r["naive"].own / r["ours"].own for r in rounds],
+        ),
+        (
+            "ours / naive, wall (goal >= 1):            ",
+            [r["ours"].rate / r["naive"].rate for r in rounds],
+        ),
+    ):
+        rounds_text = " ".join(f"{v:.2f}" for v in ratios)
+        print(f"{label} {median(ratios):.2f}  (rounds: {rounds_text})")
 
 
 if __name__ == "__main__":
