@@ -33,6 +33,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from statistics import median
 
 from common import PY, ROOT, alerts, load_env
@@ -110,12 +111,7 @@ class Meter:
     """CPU seconds of a process, the node and the broker, from a start to a stop."""
 
     def __init__(self, pid: int) -> None:
-        layout = Layout.default()
-        self.pids = (
-            pid,
-            process.read_pid(OpenSearch(layout).pid_file) or 0,
-            process.read_pid(Kafka(layout).pid_file) or 0,
-        )
+        self.pids = (pid, *stack_pids())
         self.t0, self.cpu0 = time.perf_counter(), [_cpu_seconds(p) for p in self.pids]
         self.idle0, self.total0 = _machine()
 
@@ -128,9 +124,17 @@ class Meter:
         return Run(alerts / wall, own, node, broker, share)
 
 
+def stack_pids() -> tuple[int, int]:
+    """(OpenSearch, Kafka) process ids of the project's own stack; 0 for one it did not start."""
+    layout = Layout.default()
+    node = process.read_pid(OpenSearch(layout).pid_file)
+    kafka = process.read_pid(Kafka(layout).pid_file)
+    return node or 0, kafka or 0
+
+
 def _machine() -> tuple[int, int]:
     """(idle, total) CPU ticks of the machine since boot (idle includes waiting for I/O)."""
-    ticks = [int(v) for v in open("/proc/stat").readline().split()[1:]]
+    ticks = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
     return ticks[3] + ticks[4], sum(ticks)
 
 
@@ -177,9 +181,7 @@ def pin(pid: int, cpus: set[int]) -> None:
 @contextlib.contextmanager
 def split_cores() -> Iterator[None]:
     """OpenSearch on CPU 0; Kafka, this process and its children on CPU 1."""
-    layout = Layout.default()
-    node = process.read_pid(OpenSearch(layout).pid_file)
-    kafka = process.read_pid(Kafka(layout).pid_file)
+    node, kafka = stack_pids()
     assert node and kafka, "--split-cores needs the project's own stack (./dev stack up)"
     every = set(range(os.cpu_count() or 1))
     assert len(every) >= 2, "--split-cores needs two CPUs"
@@ -196,7 +198,7 @@ def split_cores() -> Iterator[None]:
 def _cpu_seconds(pid: int) -> float:
     if not pid:  # a stack not started by this project: its CPU is not ours to read
         return 0.0
-    fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
