@@ -33,14 +33,20 @@ AGENT_SPOOL_BYTES = Gauge("ingest_agent_spool_bytes", "Bytes waiting in the disk
 AGENT_ROTATED_OPEN = Gauge(
     "ingest_agent_rotated_files_open", "Files renamed away by rotation, still being read"
 )
+AGENT_SPOOL_FAILED = Gauge(
+    "ingest_agent_spool_failed", "1 once an fsync of the spool failed (restart the agent)"
+)
 AGENT_SPOOL_FULL = Counter("ingest_agent_spool_full_total", "Times the spool refused an alert")
 AGENT_REJECTED = Counter(
     "ingest_agent_alerts_rejected_total", "Alerts kept in the local reject file", ["reason"]
 )
 
 
-async def serve(port: int, ready: Callable[[], bool]) -> web.AppRunner | None:
-    """Serve /metrics, /healthz and /readyz on ``port`` (0 turns the server off)."""
+async def serve(
+    port: int, ready: Callable[[], bool], alive: Callable[[], str | None] = lambda: None
+) -> web.AppRunner | None:
+    """Serve /metrics, /healthz and /readyz on ``port`` (0 turns the server off). ``alive``
+    returns why the process should be restarted, or None."""
     if port == 0:
         return None
 
@@ -48,7 +54,8 @@ async def serve(port: int, ready: Callable[[], bool]) -> web.AppRunner | None:
         return web.Response(body=generate_latest(), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     async def healthz(_: web.Request) -> web.Response:
-        return web.Response(text="ok\n")
+        why = alive()
+        return web.Response(text="ok\n") if why is None else web.Response(status=503, text=why)
 
     async def readyz(_: web.Request) -> web.Response:
         ok = ready()

@@ -30,7 +30,9 @@ class Intake:
         )
 
     def _full(self, name: str) -> None:
-        if self._full_since is None:
+        if self._full_since is None and self.spool.failed is not None:
+            self._full_since = time.monotonic()  # the spool logged why, once
+        elif self._full_since is None:
             self._full_since = time.monotonic()
             log.error(
                 "spool full: inputs are held back until Kafka takes alerts again",

@@ -47,9 +47,14 @@ class HttpReceiver:
         lines = split_body(body)
         if not lines:
             return web.Response(status=400, text="empty body\n")
+        spool = self.intake.spool
         if not self.intake.try_put(self.name, lines):
-            return web.Response(status=503, text="spool full, retry later\n")
-        await self.intake.spool.sync()  # 2xx only once the alert is durable
+            why = "spool full" if spool.failed is None else "spool failed"
+            return web.Response(status=503, text=f"{why}, retry later\n")
+        try:
+            await spool.sync()  # 2xx only once the alert is durable
+        except OSError:
+            return web.Response(status=503, text="spool failed, retry later\n")
         return web.Response(status=200, text="ok\n")
 
     async def _ping(self, _: web.Request) -> web.Response:

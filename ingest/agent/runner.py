@@ -91,7 +91,9 @@ async def run_agent(settings: AgentSettings, specs: list[str], once: bool = Fals
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop_inputs.set)
-    runner = await metrics.serve(settings.metrics_port, lambda: shipper.connected)
+    runner = await metrics.serve(
+        settings.metrics_port, lambda: shipper.connected, lambda: _spool_failure(spool)
+    )
     ship_task = asyncio.create_task(shipper.run(stop_shipper))
     log.info("agent started", extra={"inputs": [i.name for i in inputs], "host": host})
     try:
@@ -122,3 +124,10 @@ async def run_agent(settings: AgentSettings, specs: list[str], once: bool = Fals
     left = spool.pending_bytes
     log.info("agent stopped", extra={"spooled_bytes_left": left})
     return left
+
+
+def _spool_failure(spool: Spool) -> str | None:
+    """Why the agent must be restarted (its /healthz fails, so Kubernetes does it)."""
+    if spool.failed is None:
+        return None
+    return f"spool fsync failed ({spool.failed}); restart the agent\n"

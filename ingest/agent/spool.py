@@ -4,6 +4,11 @@ Segments of length-prefixed records; a cursor file says how far Kafka has acknow
 The writer appends and flushes (so a killed process loses nothing the OS has), ``sync``
 fsyncs for callers that promise durability (the HTTP receiver). Order is kept: the
 sender reads records in the order they were appended.
+
+An fsync that fails is not tried again: Linux reports a failed writeback once and may drop
+the pages it could not write, so a second fsync can succeed over a hole in the segment, and
+every record acknowledged after it would sit behind that hole (PostgreSQL's "fsyncgate").
+The spool takes nothing more until the agent is restarted (``failed``; /healthz says so).
 """
 
 from __future__ import annotations
@@ -53,6 +58,7 @@ class Spool:
         self._cursor_saved = 0.0
         self._sync_lock = asyncio.Lock()
         self._appended = self._synced = 0  # appends made, and covered by an fsync
+        self.failed: OSError | None = None  # the fsync that failed; nothing appended since
         metrics.AGENT_SPOOL_BYTES.set(self._pending)
 
     @staticmethod
@@ -98,7 +104,10 @@ class Spool:
         return _HEAD.size + len(name.encode()) + len(value)
 
     def append(self, items: list[tuple[str, int, bytes]]) -> bool:
-        """Append all of ``items`` or none (False when the spool is full)."""
+        """Append all of ``items`` or none (False when the spool is full or has failed)."""
+        if self.failed is not None:
+            metrics.AGENT_SPOOL_FULL.inc()
+            return False
         blobs = []
         for name, received_ns, value in items:
             raw_name = name.encode()
@@ -137,12 +146,12 @@ class Spool:
         """Start the next segment. The full one is fsynced first, and the directory after
         the new file is made: a caller's ``sync`` covers only the segment being written.
         The writer moves to the new segment only when all of that succeeded."""
-        os.fsync(self._writer.fileno())  # once per segment (64 MiB): a short block is fine
+        self._fsync(self._writer.fileno())  # once per segment (64 MiB): a short block is fine
         new = self._path(self._write_seg + 1).open("ab")
         try:
             fd = os.open(self.dir, os.O_RDONLY)
             try:
-                os.fsync(fd)
+                self._fsync(fd)
             finally:
                 os.close(fd)
         except OSError:
@@ -151,6 +160,23 @@ class Spool:
         self._writer.close()
         self._writer = new
         self._write_seg += 1
+
+    def _fsync(self, fd: int) -> None:
+        try:
+            os.fsync(fd)
+        except OSError as exc:
+            self._fail(exc)
+            raise
+
+    def _fail(self, exc: OSError) -> None:
+        if self.failed is None:
+            self.failed = exc
+            metrics.AGENT_SPOOL_FAILED.set(1)
+            log.critical(
+                "spool fsync failed: it takes no more alerts until the agent is restarted "
+                "(check the disk)",
+                extra={"error": str(exc), "segment": str(self._path(self._write_seg))},
+            )
 
     def _reopen_at(self, size: int) -> io.BufferedWriter:
         """The writer again, with what a failed write left past ``size`` cut off."""
@@ -169,10 +195,15 @@ class Spool:
         async with self._sync_lock:
             if self._synced >= wanted:
                 return
+            if self.failed is not None:
+                raise self.failed
             upto = self._appended
             fd = os.dup(self._writer.fileno())  # a segment roll may close the writer meanwhile
             try:
                 await asyncio.to_thread(os.fsync, fd)
+            except OSError as exc:
+                self._fail(exc)
+                raise
             finally:
                 os.close(fd)
             self._synced = upto
@@ -243,5 +274,6 @@ class Spool:
     def close(self) -> None:
         self._save_cursor()
         self._writer.flush()
-        os.fsync(self._writer.fileno())
+        if self.failed is None:  # after a failed fsync another proves nothing
+            self._fsync(self._writer.fileno())
         self._writer.close()

@@ -1,6 +1,8 @@
 import asyncio
 import os
 
+import pytest
+
 from ingest.agent.spool import Spool
 
 
@@ -138,17 +140,14 @@ def test_a_full_disk_refuses_the_batch_and_leaves_no_half_record(tmp_path):
     sp.close()
 
 
-def test_a_failed_segment_roll_refuses_the_batch_and_the_spool_goes_on(tmp_path, monkeypatch):
+def test_a_segment_that_cannot_be_made_refuses_the_batch_and_the_spool_goes_on(tmp_path):
     sp = Spool(tmp_path, max_bytes=1 << 20, segment_bytes=50)
     sp.append([("http", 0, b"x" * 60)])  # fills the first segment
-    real = os.fsync
-
-    def failing(fd):
-        raise OSError(5, "Input/output error")
-
-    monkeypatch.setattr(os, "fsync", failing)
+    blocker = tmp_path / "000000000002.seg"
+    blocker.mkdir()  # the next segment cannot be opened (as with no inodes or fds left)
     assert not sp.append([("http", 0, b"refused")])  # not accepted: the caller holds it
-    monkeypatch.setattr(os, "fsync", real)
+    assert sp.failed is None
+    blocker.rmdir()
     assert sp.append([("http", 0, b"y")])  # the roll is tried again and works
     assert sp._write_seg == 2
     sp.close()
@@ -159,3 +158,52 @@ def test_a_failed_segment_roll_refuses_the_batch_and_the_spool_goes_on(tmp_path,
         again.ack(got[-1])
     assert seen == [b"x" * 60, b"y"]
     again.close()
+
+
+def _failing_fsync(monkeypatch) -> list[int]:
+    """os.fsync fails with EIO; returns the list of calls made to it."""
+    calls: list[int] = []
+
+    def failing(fd):
+        calls.append(fd)
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(os, "fsync", failing)
+    return calls
+
+
+def test_a_failed_fsync_at_a_segment_roll_stops_the_spool_until_a_restart(tmp_path, monkeypatch):
+    sp = Spool(tmp_path, max_bytes=1 << 20, segment_bytes=50)
+    sp.append([("f", 0, b"x" * 60)])  # fills the first segment
+    real = os.fsync
+    calls = _failing_fsync(monkeypatch)
+    assert not sp.append([("f", 0, b"refused")])
+    monkeypatch.setattr(os, "fsync", real)
+    # A second fsync could succeed over pages the kernel dropped: it is not tried.
+    assert not sp.append([("f", 0, b"later")])
+    assert len(calls) == 1 and isinstance(sp.failed, OSError)
+    sp.close()
+    again = Spool(tmp_path, max_bytes=1 << 20, segment_bytes=50)
+    assert again.failed is None
+    assert again.append([("f", 0, b"after restart")])
+    seen = []
+    while got := again.read(10, 1 << 20):
+        seen += [e.value for e in got]
+        again.ack(got[-1])
+    assert seen == [b"x" * 60, b"after restart"]
+    again.close()
+
+
+async def test_a_failed_sync_is_never_acknowledged_later_by_a_second_fsync(tmp_path, monkeypatch):
+    sp = Spool(tmp_path, max_bytes=1 << 20)
+    assert sp.append([("http", 0, b"one")])
+    real = os.fsync
+    calls = _failing_fsync(monkeypatch)
+    with pytest.raises(OSError):
+        await sp.sync()
+    monkeypatch.setattr(os, "fsync", real)
+    with pytest.raises(OSError):  # "one" is still not known to be on disk
+        await sp.sync()
+    assert not sp.append([("http", 0, b"two")])
+    assert len(calls) == 1
+    sp.close()
