@@ -6,8 +6,9 @@
 
 Prints alerts/s (wall, until every document is stored) and alerts per CPU-second of the
 consumer process, with ratios, and where the CPU went: milliseconds per 1000 alerts of the
-loader or consumer, the OpenSearch node and the Kafka broker, and the share of the machine
-left idle. Needs the stack: ./dev stack up.
+loader or consumer, the OpenSearch node and the Kafka broker, the share of the machine
+left idle, and how many cores the node was kept busy (the rate times its CPU per document:
+a figure the node's drifting pace does not move). Needs the stack: ./dev stack up.
     .venv/bin/python bench/consumer.py [N] [--rounds R]
 
 The machine's speed varies from minute to minute (a shared 2-core VM), so the three run in
@@ -98,13 +99,20 @@ class Run:
     """One run's alerts/s, and CPU-milliseconds per 1000 alerts of the loader or consumer
     process (``own``), the OpenSearch node and the Kafka broker over the same window, and
     the share of the machine's CPU time left idle in it (a run that leaves CPU idle is
-    bound by latency, not by the node's CPU)."""
+    bound by latency, not by the node's CPU) and taken by the hypervisor (steal)."""
 
     rate: float
     own: float
     node: float
     broker: float
     idle: float
+    steal: float
+
+    @property
+    def node_cores(self) -> float:
+        """How many cores the node kept busy: the same documents cost the node the same
+        work, so this says how well a loader keeps it fed, whatever the machine's pace."""
+        return self.rate * self.node / 1e6
 
 
 class Meter:
@@ -113,15 +121,22 @@ class Meter:
     def __init__(self, pid: int) -> None:
         self.pids = (pid, *stack_pids())
         self.t0, self.cpu0 = time.perf_counter(), [_cpu_seconds(p) for p in self.pids]
-        self.idle0, self.total0 = _machine()
+        self.idle0, self.steal0, self.total0 = _machine()
 
     def stop(self, alerts: int) -> Run:
         wall = time.perf_counter() - self.t0
         cpu = [_cpu_seconds(p) - c for p, c in zip(self.pids, self.cpu0, strict=True)]
         own, node, broker = (1e6 * c / alerts for c in cpu)
-        idle, total = _machine()
-        share = (idle - self.idle0) / max(1, total - self.total0)
-        return Run(alerts / wall, own, node, broker, share)
+        idle, steal, total = _machine()
+        ticks = max(1, total - self.total0)
+        return Run(
+            alerts / wall,
+            own,
+            node,
+            broker,
+            (idle - self.idle0) / ticks,
+            (steal - self.steal0) / ticks,
+        )
 
 
 def stack_pids() -> tuple[int, int]:
@@ -132,10 +147,11 @@ def stack_pids() -> tuple[int, int]:
     return node or 0, kafka or 0
 
 
-def _machine() -> tuple[int, int]:
-    """(idle, total) CPU ticks of the machine since boot (idle includes waiting for I/O)."""
+def _machine() -> tuple[int, int, int]:
+    """(idle, steal, total) CPU ticks of the machine since boot (idle includes waiting for
+    I/O; steal is time the hypervisor gave another guest)."""
     ticks = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-    return ticks[3] + ticks[4], sum(ticks)
+    return ticks[3] + ticks[4], ticks[7], sum(ticks[:8])
 
 
 async def raw_bulk_ceiling(
@@ -308,7 +324,7 @@ async def main() -> None:
                     f"round {i + 1}: "
                     + ", ".join(
                         f"{who} {r[who].rate:,.0f}/s {1e6 / r[who].own:,.0f}/CPU-s "
-                        f"(node {r[who].node:.0f} ms)"
+                        f"(node {r[who].node:.0f} ms, {r[who].node_cores:.2f} cores)"
                         for who in ("raw", "ours", "naive")
                     ),
                     flush=True,
@@ -327,7 +343,7 @@ def report(rounds: list[dict[str, Run]], n: int, split: bool) -> None:
     print(f"medians of {len(rounds)} rounds; CPU in milliseconds per 1000 alerts")
     print(
         f"{'':32} {'alerts/s':>9} {'alerts/CPU-s':>13} {'CPU own':>8} {'node':>6} {'kafka':>6}"
-        f" {'idle':>5}"
+        f" {'idle':>5} {'steal':>5} {'node cores':>10}"
     )
     for who, label in (
         ("raw", "raw _bulk ceiling (pre-encoded)"),
@@ -338,11 +354,16 @@ def report(rounds: list[dict[str, Run]], n: int, split: bool) -> None:
         print(
             f"{label:32} {med(who, 'rate'):>9,.0f} {1e6 / own:>13,.0f} {own:>8.1f} "
             f"{med(who, 'node'):>6.1f} {med(who, 'broker'):>6.1f} {med(who, 'idle'):>5.0%}"
+            f" {med(who, 'steal'):>5.0%} {med(who, 'node_cores'):>10.2f}"
         )
     for label, ratios in (
         (
             "ours / raw ceiling (goal >= 0.90):         ",
             [r["ours"].rate / r["raw"].rate for r in rounds],
+        ),
+        (
+            "ours / raw, node cores kept busy:          ",
+            [r["ours"].node_cores / r["raw"].node_cores for r in rounds],
         ),
         (
             "ours / naive, alerts per CPU-s (goal >= 3):",
