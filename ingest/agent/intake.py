@@ -30,10 +30,10 @@ class Intake:
         )
 
     def _full(self, name: str) -> None:
-        if self._full_since is None and self.spool.failed is not None:
-            self._full_since = time.monotonic()  # the spool logged why, once
-        elif self._full_since is None:
+        if self._full_since is None:
             self._full_since = time.monotonic()
+            if self.spool.failed is not None:
+                return  # the spool logged why, once
             log.error(
                 "spool full: inputs are held back until Kafka takes alerts again",
                 extra={"input": name, "spool_bytes": self.spool.pending_bytes},
@@ -66,7 +66,9 @@ class Intake:
         """Spool the longest prefix of ``lines`` that fits; return how many lines it used
         (blank lines and rejected ones count as used). 0 means the spool is full."""
         room = self.spool.room
-        taken, items, now = 0, [], time.time_ns()
+        taken, now = 0, time.time_ns()
+        items: list[tuple[str, int, bytes]] = []
+        before_items = 0  # lines used before the first alert to spool (rejected, blank)
         for line in lines:
             alert = line.strip()
             if alert and len(alert) > self.max_alert_bytes:
@@ -76,10 +78,12 @@ class Intake:
                 if size > room:
                     break
                 room -= size
+                if not items:
+                    before_items = taken
                 items.append((name, now, alert))
             taken += 1
-        if items and not self.spool.append(items):  # pragma: no cover - room was checked
-            return 0
+        if items and not self.spool.append(items):  # the disk refused the write
+            taken, items = before_items, []  # lines rejected before it are not written twice
         if items:
             self._accepted(name, len(items))
         elif taken == 0:

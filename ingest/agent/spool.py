@@ -59,6 +59,7 @@ class Spool:
         self._sync_lock = asyncio.Lock()
         self._appended = self._synced = 0  # appends made, and covered by an fsync
         self.failed: OSError | None = None  # the fsync that failed; nothing appended since
+        self._refusing = False  # the last append failed (its error logged)
         metrics.AGENT_SPOOL_BYTES.set(self._pending)
 
     @staticmethod
@@ -97,7 +98,8 @@ class Spool:
 
     @property
     def room(self) -> int:
-        return max(0, self.max_bytes - self._pending)
+        """Bytes the spool takes now: none once it failed."""
+        return 0 if self.failed is not None else max(0, self.max_bytes - self._pending)
 
     @staticmethod
     def record_size(name: str, value: bytes) -> int:
@@ -128,6 +130,9 @@ class Spool:
         except OSError as exc:
             self._writer = self._reopen_at(start)
             return self._refuse(exc)
+        if self._refusing:
+            self._refusing = False
+            log.warning("spool writes work again")
         self._appended += 1
         self._pending += size
         metrics.AGENT_SPOOL_BYTES.set(self._pending)
@@ -135,11 +140,13 @@ class Spool:
         self.new_data.set()
         return True
 
-    @staticmethod
-    def _refuse(exc: OSError) -> bool:
-        """A write the disk did not take (full, failing) is as good as a full spool."""
+    def _refuse(self, exc: OSError) -> bool:
+        """A write the disk did not take (full, failing) is as good as a full spool. Inputs
+        try again every 0.2 s: logged once until a write works again."""
         metrics.AGENT_SPOOL_FULL.inc()
-        log.error("spool write failed; inputs are held back", extra={"error": str(exc)})
+        if not self._refusing:
+            self._refusing = True
+            log.error("spool write failed; inputs are held back", extra={"error": str(exc)})
         return False
 
     def _roll(self) -> None:
