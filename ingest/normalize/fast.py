@@ -24,7 +24,8 @@ from ingest.normalize.model import (
     Document,
     Limits,
     Lineage,
-    doc_id,
+    content_id,
+    id_middle,
     ingest_time,
     tag_members,
 )
@@ -35,7 +36,7 @@ class _Alert(msgspec.Struct, forbid_unknown_fields=True, gc=False):
     rule: str
     priority: str
     time: str
-    output: str
+    output: msgspec.Raw
     output_fields: msgspec.Raw = msgspec.Raw(b"{}")
     source: str | None = None
     hostname: str | None = None
@@ -65,14 +66,23 @@ def common_alert(
         return None
     try:
         alert = _decode(raw)
-        fields = alert.output_fields
-        cloud_foundry = _decode_cf(fields)  # and output_fields is an object
+        cloud_foundry = _decode_cf(alert.output_fields)  # and output_fields is an object
     except (msgspec.DecodeError, RecursionError):  # includes ValidationError: another shape
         return None
-    rule = alert.rule
-    priority = PRIORITIES.get(alert.priority)
-    if priority is None or not rule.strip():
+    fixed = _fixed(alert.rule, alert.priority, alert.hostname, alert.source, bytes(alert.tags))
+    fields = alert.output_fields
+    message = bytes(alert.output)  # its JSON, checked by msgspec
+    if fixed is None or message[:1] != b'"':
         return None
+    # Escapes: the id is made from the text they stand for. (A backslash looked for as the
+    # int 92 is a memchr; as b"\\" CPython first fails to read it as an int, an exception.)
+    if 92 in message:
+        try:
+            text = orjson.loads(message).encode()
+        except orjson.JSONDecodeError:  # a lone surrogate, which Raw lets through
+            return None
+    else:  # ASCII without escapes: the JSON string's bytes are the text's UTF-8
+        text = message[1:-1]
     timestamp = alert.time
     ns = canonical_ns(timestamp)
     if ns is None:
@@ -84,13 +94,13 @@ def common_alert(
         day = timestamp[:10].replace("-", ".")
     if not now_ns - limits.max_age_ns <= ns <= now_ns + limits.max_future_ns:
         return None
-    text = alert.output
+    members, middle = fixed
     parts = [
         b'{"@timestamp":"',
         timestamp.encode(),
         b'","@type":"falco","@message":',
-        orjson.dumps(text),
-        _fixed(rule, alert.priority, alert.hostname, alert.source, bytes(alert.tags)),
+        message,
+        members,
         b',"output_fields":',
         fields,
     ]
@@ -106,16 +116,19 @@ def common_alert(
         if agent is not None:
             parts += (b',"agent":', agent)
     parts.append(b"}}\n")
-    identity = doc_id(ns, alert.hostname, rule, priority[0], alert.source, text)
-    return Document(identity, day, b"".join(parts))
+    return Document(content_id(ns, middle, text), day, b"".join(parts))
 
 
 @lru_cache(maxsize=4096)
 def _fixed(
     rule: str, priority: str, hostname: str | None, source: str | None, tags: bytes
-) -> bytes:
-    """The members a rule on a host fixes, encoded, each after a comma."""
-    number, name = PRIORITIES[priority]
+) -> tuple[bytes, bytes] | None:
+    """What a rule on a host fixes: its members of the document, encoded, each after a
+    comma, and its part of the id's material. None if the rule or priority is not one."""
+    known = PRIORITIES.get(priority)
+    if known is None or not rule.strip():
+        return None
+    number, name = known
     part: dict[str, object] = {
         "falco_rule": rule,
         "falco_priority": number,
@@ -128,7 +141,7 @@ def _fixed(
     values = orjson.loads(tags)
     if type(values) is list:
         part.update(tag_members(tuple(values)))
-    return b"," + orjson.dumps(part)[1:-1]
+    return b"," + orjson.dumps(part)[1:-1], id_middle(hostname, rule, number, source)
 
 
 @lru_cache(maxsize=64)

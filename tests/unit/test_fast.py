@@ -65,6 +65,25 @@ def test_other_shapes_are_left_to_the_general_path(sample_lines):
         same(raw, None)
 
 
+def test_escapes_in_output_give_the_id_of_the_text_they_stand_for(sample_lines):
+    """The fast path keeps ``output``'s JSON as it came; escapes other encoders write (an
+    escaped slash, a \\u escape of a plain letter) still give the id of the decoded text."""
+    plain = orjson.loads(sample_lines[0]) | {"output": 'A/"quoted"'}
+    escaped = orjson.dumps(plain).replace(b"A/", b"\\u0041\\/")
+    assert escaped != orjson.dumps(plain) and orjson.loads(escaped) == plain
+    doc = common_alert(escaped, None, NOW, DEFAULT_LIMITS)
+    assert doc is not None and b"\\u0041\\/" in doc.body
+    assert doc.doc_id == general(orjson.dumps(plain), None, NOW).doc_id
+    same(escaped, None)
+
+
+def test_a_lone_surrogate_in_output_is_rejected_not_raised(sample_lines):
+    raw = orjson.dumps(orjson.loads(sample_lines[0]) | {"output": "x"})
+    raw = raw.replace(b'"output":"x"', b'"output":"\\ud800"')
+    assert common_alert(raw, None, NOW, DEFAULT_LIMITS) is None
+    assert normalize(raw, None, NOW).reason == "invalid_json"
+
+
 # Mostly what Falco writes (ASCII, every key of its own shape), sometimes anything.
 text = st.text(max_size=20)
 ascii_text = st.text(st.characters(max_codepoint=127), max_size=20)  # quotes, controls too
