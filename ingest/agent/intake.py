@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 from pathlib import Path
 
@@ -19,15 +20,36 @@ class Intake:
         self.reject_file = reject_file
         self.max_alert_bytes = max_alert_bytes
         self._full_since: float | None = None
+        self.reject_failing = False  # the last reject-file write failed (logged)
 
-    def _reject(self, name: str, line: bytes) -> None:
-        with self.reject_file.open("ab") as fh:
-            fh.write(line + b"\n")
-        metrics.AGENT_REJECTED.labels("too_large").inc()
-        log.warning(
-            "alert larger than Kafka accepts kept in the reject file",
-            extra={"input": name, "bytes": len(line), "file": str(self.reject_file)},
-        )
+    def _reject(self, name: str, lines: list[bytes]) -> bool:
+        """Keep alerts larger than Kafka accepts in the reject file, all or none. False if
+        the disk refused: the caller holds them back, as it does when the spool is full."""
+        try:
+            with self.reject_file.open("ab") as fh:
+                start = fh.tell()
+                try:
+                    fh.write(b"".join(line + b"\n" for line in lines))
+                    fh.flush()
+                except OSError:
+                    os.truncate(self.reject_file, start)  # no half line left behind
+                    raise
+        except OSError as exc:
+            if not self.reject_failing:
+                self.reject_failing = True
+                log.error(
+                    "reject file write failed; the input is held back",
+                    extra={"input": name, "file": str(self.reject_file), "error": str(exc)},
+                )
+            return False
+        self.reject_failing = False
+        metrics.AGENT_REJECTED.labels("too_large").inc(len(lines))
+        for line in lines:
+            log.warning(
+                "alert larger than Kafka accepts kept in the reject file",
+                extra={"input": name, "bytes": len(line), "file": str(self.reject_file)},
+            )
+        return True
 
     def _full(self, name: str) -> None:
         if self._full_since is None:
@@ -46,17 +68,22 @@ class Intake:
         metrics.AGENT_ACCEPTED.labels(name.split(":", 1)[0]).inc(count)
 
     def try_put(self, name: str, lines: list[bytes]) -> bool:
-        """Spool all of ``lines`` now, or none and return False (the spool is full)."""
-        keep = []
-        for line in lines:
-            if len(line) > self.max_alert_bytes:
-                self._reject(name, line)
-            else:
-                keep.append(line)
-        if not keep:
-            return True
+        """Spool all of ``lines`` now, or none and return False (the spool is full, or the
+        disk refused a write)."""
+        keep = [line for line in lines if len(line) <= self.max_alert_bytes]
+        large = [line for line in lines if len(line) > self.max_alert_bytes]
         now = time.time_ns()
-        if not self.spool.append([(name, now, ln) for ln in keep]):
+        items = [(name, now, ln) for ln in keep]
+        # Room is checked before the reject file is written: a retry after a full spool
+        # does not write the large ones there again.
+        if sum(self.spool.record_size(name, ln) for ln in keep) > self.spool.room:
+            self._full(name)
+            return False
+        if large and not self._reject(name, large):
+            return False
+        if not items:
+            return True
+        if not self.spool.append(items):
             self._full(name)
             return False
         self._accepted(name, len(keep))
@@ -64,15 +91,23 @@ class Intake:
 
     def take(self, name: str, lines: list[bytes]) -> int:
         """Spool the longest prefix of ``lines`` that fits; return how many lines it used
-        (blank lines and rejected ones count as used). 0 means the spool is full."""
+        (blank lines and rejected ones count as used). 0 means the spool is full, or the
+        disk refused a write."""
         room = self.spool.room
         taken, now = 0, time.time_ns()
         items: list[tuple[str, int, bytes]] = []
         before_items = 0  # lines used before the first alert to spool (rejected, blank)
+        refused = False
         for line in lines:
             alert = line.strip()
             if alert and len(alert) > self.max_alert_bytes:
-                self._reject(name, alert)
+                # Only before the first alert: were the spool write after it refused, the
+                # rejected line would be written again on the next try.
+                if items:
+                    break
+                if not self._reject(name, [alert]):
+                    refused = True
+                    break
             elif alert:
                 size = self.spool.record_size(name, alert)
                 if size > room:
@@ -83,10 +118,10 @@ class Intake:
                 items.append((name, now, alert))
             taken += 1
         if items and not self.spool.append(items):  # the disk refused the write
-            taken, items = before_items, []  # lines rejected before it are not written twice
+            taken, items = before_items, []
         if items:
             self._accepted(name, len(items))
-        elif taken == 0:
+        elif taken == 0 and not refused:
             self._full(name)
         return taken
 

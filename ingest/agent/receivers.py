@@ -49,7 +49,13 @@ class HttpReceiver:
             return web.Response(status=400, text="empty body\n")
         spool = self.intake.spool
         if not self.intake.try_put(self.name, lines):
-            why = "spool full" if spool.failed is None else "spool failed"
+            why = (
+                "spool failed"
+                if spool.failed is not None
+                else "reject file not writable"
+                if self.intake.reject_failing
+                else "spool full"
+            )
             return web.Response(status=503, text=f"{why}, retry later\n")
         try:
             await spool.sync()  # 2xx only once the alert is durable

@@ -62,3 +62,78 @@ def test_a_failed_spool_has_no_room_and_holds_every_input_back(tmp_path, monkeyp
     assert not intake.try_put("http", [b'{"c":3}'])
     assert [e.value for e in spool.read(10, 1 << 20)] == [b'{"a":1}']
     spool.close()
+
+
+class HalfWritten:
+    """A reject file on a disk that fills up during the write: half the bytes land."""
+
+    def __init__(self, real):
+        self.real = real
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.real.close()
+
+    def tell(self):
+        return self.real.tell()
+
+    def write(self, data):
+        self.real.write(data[: len(data) // 2])
+        self.real.flush()
+        raise OSError(28, "No space left on device")
+
+    def flush(self):
+        self.real.flush()
+
+
+def test_a_refused_reject_file_write_holds_the_input_back(tmp_path, monkeypatch, caplog):
+    spool = Spool(tmp_path / "spool", max_bytes=1 << 20)
+    reject = tmp_path / "rejected"
+    reject.write_bytes(b"earlier\n")
+    intake = Intake(spool, reject, max_alert_bytes=10)
+    lines = [b"x" * 50, b'{"a":1}']
+    real_open = type(reject).open
+
+    def opened(path, mode="r"):
+        real = real_open(path, mode)
+        return HalfWritten(real) if path == reject and mode == "ab" else real
+
+    monkeypatch.setattr(type(reject), "open", opened)
+    with caplog.at_level(logging.WARNING):
+        assert intake.take("file:a", lines) == 0  # the agent goes on; nothing taken
+        assert intake.take("file:a", lines) == 0
+    assert reject.read_bytes() == b"earlier\n"  # no half line left
+    assert spool.read(10, 1 << 20) == []
+    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert errors == ["reject file write failed; the input is held back"]  # not "spool full"
+    monkeypatch.undo()
+    assert intake.take("file:a", lines) == 2
+    assert reject.read_bytes() == b"earlier\n" + b"x" * 50 + b"\n"
+    assert [e.value for e in spool.read(10, 1 << 20)] == [b'{"a":1}']
+    spool.close()
+
+
+def test_a_large_line_after_alerts_waits_for_them_to_be_spooled(tmp_path):
+    spool = Spool(tmp_path / "spool", max_bytes=1 << 20)
+    intake = Intake(spool, tmp_path / "rejected", max_alert_bytes=10)
+    lines = [b'{"a":1}', b"x" * 50, b'{"b":2}']
+    assert intake.take("file:a", lines) == 1
+    assert intake.take("file:a", lines[1:]) == 2
+    assert (tmp_path / "rejected").read_bytes() == b"x" * 50 + b"\n"
+    assert [e.value for e in spool.read(10, 1 << 20)] == [b'{"a":1}', b'{"b":2}']
+    spool.close()
+
+
+def test_try_put_on_a_full_spool_writes_no_reject_until_it_takes_the_batch(tmp_path):
+    spool = Spool(tmp_path / "spool", max_bytes=60)
+    intake = Intake(spool, tmp_path / "rejected", max_alert_bytes=10)
+    assert intake.try_put("http", [b'{"a":1}', b'{"b":2}'])
+    batch = [b"x" * 50, b'{"c":3}']
+    assert not intake.try_put("http", batch)  # full: answered 503, retried
+    assert not (tmp_path / "rejected").exists()
+    spool.ack(spool.read(10, 1 << 20)[-1])
+    assert intake.try_put("http", batch)
+    assert (tmp_path / "rejected").read_bytes() == b"x" * 50 + b"\n"
+    spool.close()
