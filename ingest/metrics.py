@@ -37,6 +37,10 @@ AGENT_SPOOL_FAILED = Gauge(
     "ingest_agent_spool_failed", "1 once an fsync of the spool failed (restart the agent)"
 )
 AGENT_SPOOL_FULL = Counter("ingest_agent_spool_full_total", "Times the spool refused an alert")
+AGENT_SPOOL_DAMAGED = Counter(
+    "ingest_agent_spool_damaged_bytes_total",
+    "Bytes of damaged spool records skipped (their alerts are lost; the log says where)",
+)
 AGENT_REJECTED = Counter(
     "ingest_agent_alerts_rejected_total", "Alerts kept in the local reject file", ["reason"]
 )

@@ -1,6 +1,10 @@
 """A bounded on-disk spool: every accepted alert is appended here before it goes to Kafka.
 
 Segments of length-prefixed records; a cursor file says how far Kafka has acknowledged.
+Each record carries a marker and a CRC (``records.py``): a record damaged on disk (a lost
+writeback, a bad sector) is skipped, logged and counted, and reading resumes at the next
+record that checks out; it is never sent as garbage, nor read with wrong framing (which
+could stall the sender for good).
 The writer appends and flushes (so a killed process loses nothing the OS has), ``sync``
 fsyncs for callers that promise durability (the HTTP receiver). Order is kept: the
 sender reads records in the order they were appended.
@@ -16,16 +20,17 @@ from __future__ import annotations
 import asyncio
 import io
 import logging
+import mmap
 import os
-import struct
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from ingest import metrics
+from ingest.agent import records
+from ingest.agent.records import SEGMENT_MAGIC
 
 log = logging.getLogger(__name__)
-_HEAD = struct.Struct(">IHQ")  # record length, input-name length, received (ns)
 SEGMENT_BYTES = 64 * 1024 * 1024
 CURSOR_EVERY_S = 1.0
 
@@ -48,12 +53,18 @@ class Spool:
         self._cursor_file = self.dir / "cursor"
         segs = sorted(int(p.stem) for p in self.dir.glob("*.seg"))
         self._read_seg, self._read_off = self._load_cursor(segs)
+        self._new_format: dict[int, bool] = {}  # segment -> written in the current format
         self._write_seg = segs[-1] if segs else max(self._read_seg, 1)
         if segs:
-            self._cut_torn_tail(self._path(self._write_seg))
-        self._writer = self._path(self._write_seg).open("ab")
+            self._cut_torn_tail(self._write_seg)
+            last = self._write_seg
+            if self._path(last).stat().st_size and not self._is_new_format(last):
+                self._write_seg += 1  # a segment of the first format is only read
+        self._writer = self._open_segment(self._write_seg)
         self._pending = sum(self._path(s).stat().st_size for s in segs if s >= self._read_seg)
         self._pending -= self._read_off if self._read_seg in segs else 0
+        self._pending += self._writer.tell() if self._write_seg not in segs else 0
+        self._damage_seen: set[tuple[int, int]] = set()
         self.new_data = asyncio.Event()
         self._cursor_saved = 0.0
         self._sync_lock = asyncio.Lock()
@@ -62,23 +73,42 @@ class Spool:
         self._refusing = False  # the last append failed (its error logged)
         metrics.AGENT_SPOOL_BYTES.set(self._pending)
 
-    @staticmethod
-    def _cut_torn_tail(path: Path) -> None:
-        """Drop a record cut short at the end of the last segment (the machine stopped, or
-        the disk filled, during its write). It was never accepted; left there, every record
-        appended after it would be read with the wrong framing."""
+    def _cut_torn_tail(self, seg: int) -> None:
+        """Drop what follows the last whole record of the last segment: a record cut short
+        (the machine stopped, or the disk filled, during its write; it was never accepted)
+        or damage. Left there, the records appended after it would follow unreadable bytes."""
+        path = self._path(seg)
         size = path.stat().st_size
-        good = 0
-        with path.open("rb") as fh:
-            while good + _HEAD.size <= size:
-                fh.seek(good)
-                vlen, nlen, _ = _HEAD.unpack(fh.read(_HEAD.size))
-                if good + _HEAD.size + nlen + vlen > size:
-                    break
-                good += _HEAD.size + nlen + vlen
+        if size == 0:
+            return
+        with path.open("rb") as fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as data:
+            new_format = data[: len(SEGMENT_MAGIC)] == SEGMENT_MAGIC
+            good = records.good_end(data, new_format)
         if good < size:
             log.warning("torn record at the end of the spool cut off", extra={"bytes": size - good})
             os.truncate(path, good)
+
+    def _is_new_format(self, seg: int) -> bool:
+        known = self._new_format.get(seg)
+        if known is None:
+            with self._path(seg).open("rb") as fh:
+                known = fh.read(len(SEGMENT_MAGIC)) == SEGMENT_MAGIC
+            self._new_format[seg] = known
+        return known
+
+    def _open_segment(self, seg: int) -> io.BufferedWriter:
+        """The writer of ``seg``, which starts with the magic (written when it is empty)."""
+        writer = self._path(seg).open("ab")
+        if writer.tell() == 0:
+            try:
+                writer.write(SEGMENT_MAGIC)
+                writer.flush()
+            except OSError:
+                writer.close()
+                os.truncate(self._path(seg), 0)
+                raise
+        self._new_format[seg] = True
+        return writer
 
     def _path(self, seg: int) -> Path:
         return self.dir / f"{seg:012d}.seg"
@@ -103,17 +133,16 @@ class Spool:
 
     @staticmethod
     def record_size(name: str, value: bytes) -> int:
-        return _HEAD.size + len(name.encode()) + len(value)
+        return records.HEAD.size + len(name.encode()) + len(value)
 
     def append(self, items: list[tuple[str, int, bytes]]) -> bool:
         """Append all of ``items`` or none (False when the spool is full or has failed)."""
         if self.failed is not None:
             metrics.AGENT_SPOOL_FULL.inc()
             return False
-        blobs = []
-        for name, received_ns, value in items:
-            raw_name = name.encode()
-            blobs.append(_HEAD.pack(len(value), len(raw_name), received_ns) + raw_name + value)
+        blobs = [
+            records.pack(name.encode(), received_ns, value) for name, received_ns, value in items
+        ]
         size = sum(len(b) for b in blobs)
         if self._pending + size > self.max_bytes:
             metrics.AGENT_SPOOL_FULL.inc()
@@ -154,7 +183,7 @@ class Spool:
         the new file is made: a caller's ``sync`` covers only the segment being written.
         The writer moves to the new segment only when all of that succeeded."""
         self._fsync(self._writer.fileno())  # once per segment (64 MiB): a short block is fine
-        new = self._path(self._write_seg + 1).open("ab")
+        new = self._open_segment(self._write_seg + 1)
         try:
             fd = os.open(self.dir, os.O_RDONLY)
             try:
@@ -167,6 +196,7 @@ class Spool:
         self._writer.close()
         self._writer = new
         self._write_seg += 1
+        self._pending += len(SEGMENT_MAGIC)
 
     def _fsync(self, fd: int) -> None:
         try:
@@ -216,36 +246,54 @@ class Spool:
             self._synced = upto
 
     def read(self, max_records: int, max_bytes: int) -> list[Entry]:
-        """Records after the cursor, oldest first, without moving the cursor."""
+        """Records after the cursor, oldest first, without moving the cursor. Damaged
+        records are skipped (logged and counted once); the cursor moves past them with the
+        next record acknowledged."""
         out: list[Entry] = []
         seg, off = self._read_seg, self._read_off
-        budget = max_bytes
-        while len(out) < max_records and budget > 0:
+        while len(out) < max_records and max_bytes > 0:
             path = self._path(seg)
             if not path.exists():
                 if seg < self._write_seg:
                     seg, off = seg + 1, 0
                     continue
                 break
+            new_format = self._is_new_format(seg)
+            if new_format:
+                off = max(off, len(SEGMENT_MAGIC))
+            finished = seg < self._write_seg
             with path.open("rb") as fh:
                 fh.seek(off)
-                data = fh.read(budget + 65536)
-            pos = 0
-            while len(out) < max_records and pos + _HEAD.size <= len(data):
-                vlen, nlen, received = _HEAD.unpack_from(data, pos)
-                end = pos + _HEAD.size + nlen + vlen
-                if end > len(data):
-                    break
-                name = data[pos + _HEAD.size : pos + _HEAD.size + nlen].decode()
-                value = data[pos + _HEAD.size + nlen : end]
-                out.append(Entry(name, received, value, seg, off + end))
-                budget -= end - pos
-                pos = end
-            if pos == 0 and seg < self._write_seg and not data:
+                data = fh.read(max_bytes + 65536)
+                complete = finished and off + len(data) >= os.fstat(fh.fileno()).st_size
+            found = records.scan(data, new_format, complete, max_records - len(out), max_bytes)
+            self._damaged(seg, off, found.damaged)
+            for received, name_at, value_at, end in found.records:
+                name = data[name_at:value_at].decode(errors="replace")
+                out.append(Entry(name, received, data[value_at:end], seg, off + end))
+                max_bytes -= end - name_at + records.HEAD.size
+            if found.records or not (found.damaged or complete):
+                break
+            if complete:
                 seg, off = seg + 1, 0  # this segment is finished
-                continue
-            break
+            else:
+                off += found.stop  # only damage in what was read: read on
         return out
+
+    def _damaged(self, seg: int, off: int, spans: list[tuple[int, int]]) -> None:
+        for start, end in spans:
+            if (seg, off + start) in self._damage_seen:
+                continue
+            self._damage_seen.add((seg, off + start))
+            metrics.AGENT_SPOOL_DAMAGED.inc(end - start)
+            log.error(
+                "damaged spool records skipped; the alerts in them are lost",
+                extra={
+                    "segment": str(self._path(seg)),
+                    "offset": off + start,
+                    "bytes": end - start,
+                },
+            )
 
     def ack(self, entry: Entry) -> None:
         """Kafka has everything up to and including ``entry``: move the cursor past it."""
@@ -269,6 +317,7 @@ class Spool:
             for old in self.dir.glob("*.seg"):
                 if int(old.stem) < entry.segment:
                     old.unlink(missing_ok=True)
+                    self._new_format.pop(int(old.stem), None)
         self._pending = max(0, self._pending - freed)
         metrics.AGENT_SPOOL_BYTES.set(self._pending)
 

@@ -8,6 +8,7 @@ import os
 import pytest
 
 from ingest.agent.intake import Intake
+from ingest.agent.records import SEGMENT_MAGIC
 from ingest.agent.spool import Spool
 
 
@@ -127,7 +128,8 @@ def test_a_large_line_after_alerts_waits_for_them_to_be_spooled(tmp_path):
 
 
 def test_try_put_on_a_full_spool_writes_no_reject_until_it_takes_the_batch(tmp_path):
-    spool = Spool(tmp_path / "spool", max_bytes=60)
+    record = Spool.record_size("http", b'{"a":1}')
+    spool = Spool(tmp_path / "spool", max_bytes=2 * record + len(SEGMENT_MAGIC) + record // 2)
     intake = Intake(spool, tmp_path / "rejected", max_alert_bytes=10)
     assert intake.try_put("http", [b'{"a":1}', b'{"b":2}'])
     batch = [b"x" * 50, b'{"c":3}']
