@@ -1,4 +1,5 @@
-"""The agent against the real Kafka: rotation, SIGKILL, Kafka down, HTTP, spool full."""
+"""The agent against the real Kafka: rotation, SIGKILL, Kafka down, HTTP, spool full or
+damaged."""
 
 from __future__ import annotations
 
@@ -16,6 +17,8 @@ from pathlib import Path
 import aiohttp
 import orjson
 
+from ingest.agent import records
+from ingest.agent.spool import Spool
 from ingest.stack import process
 from ingest.stack.layout import Layout
 from tests.integration.conftest import make_alerts, read_topic
@@ -379,3 +382,41 @@ async def test_https_receiver_requires_a_client_certificate(stack, tmp_path, uid
     finally:
         assert stop(agent) == 0
     assert [m.value for m in got] == [alert]
+
+
+async def test_damaged_spool_records_are_skipped_and_the_rest_reach_kafka(stack, tmp_path, uid):
+    """A spool the disk damaged while the agent was down (a flipped byte in one alert, a
+    zeroed header of another): the agent sends every other alert, byte for byte, and no
+    garbage in their place, then exits with its spool empty."""
+    topic = f"a-{uid}"
+    alerts = make_alerts(300, tag=uid)
+    spool = Spool(tmp_path / "state" / "spool", max_bytes=1 << 26)
+    for i in range(0, 300, 100):
+        assert spool.append([("file:/var/log/falco.json", 1, a) for a in alerts[i : i + 100]])
+    spool.close()
+    seg = next((tmp_path / "state" / "spool").glob("*.seg"))
+    data = bytearray(seg.read_bytes())
+    flipped = data.index(alerts[100])
+    data[flipped + 5] ^= 0x20
+    zeroed = data.index(alerts[200]) - len("file:/var/log/falco.json") - records.HEAD.size
+    data[zeroed : zeroed + records.HEAD.size] = bytes(records.HEAD.size)
+    seg.write_bytes(bytes(data))
+    empty = tmp_path / "falco.json"
+    empty.touch()
+    env = dict(
+        os.environ,
+        INGEST_KAFKA__TOPIC=topic,
+        INGEST_AGENT__STATE_DIR=str(tmp_path / "state"),
+        INGEST_METRICS_PORT="0",
+    )
+    done = subprocess.run(
+        [sys.executable, "-m", "ingest.cli", "agent", "--once", "--input", f"file:{empty}"],
+        env=env,
+        timeout=120,
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]  # 0: nothing left in the spool
+    assert done.stderr.count("damaged spool records skipped") == 2
+    got = await read_topic(topic)  # all of it: nothing more than these
+    assert sorted(m.value for m in got) == sorted(alerts[:100] + alerts[101:200] + alerts[201:])
