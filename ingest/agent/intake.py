@@ -26,14 +26,7 @@ class Intake:
         """Keep alerts larger than Kafka accepts in the reject file, all or none. False if
         the disk refused: the caller holds them back, as it does when the spool is full."""
         try:
-            with self.reject_file.open("ab") as fh:
-                start = fh.tell()
-                try:
-                    fh.write(b"".join(line + b"\n" for line in lines))
-                    fh.flush()
-                except OSError:
-                    os.truncate(self.reject_file, start)  # no half line left behind
-                    raise
+            _append_whole(self.reject_file, b"".join(line + b"\n" for line in lines))
         except OSError as exc:
             if not self.reject_failing:
                 self.reject_failing = True
@@ -141,3 +134,19 @@ class Intake:
                 return False
             lines = lines[taken:]
         return True
+
+
+def _append_whole(path: Path, data: bytes) -> None:
+    """Append ``data`` to ``path``, or leave the file as it was (a full disk takes part)."""
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        start = os.fstat(fd).st_size
+        view = memoryview(data)
+        try:
+            while view:
+                view = view[os.write(fd, view) :]
+        except OSError:
+            os.ftruncate(fd, start)
+            raise
+    finally:
+        os.close(fd)
