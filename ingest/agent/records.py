@@ -1,7 +1,8 @@
 """The spool's on-disk record format: writing records, and reading them back past damage.
 
-A segment starts with ``SEGMENT_MAGIC``; each record with a marker, its lengths, the time it
-was received and a CRC-32 of the header before the CRC, the input's name and the value. A
+A segment starts with ``SEGMENT_MAGIC``; each record with a marker and a CRC-32 of all that
+follows it: the value's and the name's lengths, the time it was received, the input's name
+and the value. A
 record whose marker, lengths or CRC do not check out is damage (a lost writeback, a bad
 sector, zeros after a power cut): reading skips to the next marker whose record checks out.
 The marker's first byte never occurs in UTF-8, so Falco's JSON does not hold it.
@@ -19,16 +20,16 @@ from dataclasses import dataclass, field
 
 SEGMENT_MAGIC = b"FISPOOL\x02"
 MARKER = b"\xfa\x1c"
-HEAD = struct.Struct(">2sIHQI")  # marker, value length, name length, received (ns), CRC
+HEAD = struct.Struct(">2sIIHQ")  # marker, CRC, value length, name length, received (ns)
+_CHECKED = struct.Struct(">IHQ")  # the part of the head the CRC covers
 OLD_HEAD = struct.Struct(">IHQ")  # the first format: value length, name length, received
 MAX_NAME = 4096
 MAX_VALUE = 128 * 1024 * 1024  # above agent.max_alert_bytes' limit: longer is damage
 
 
 def pack(name: bytes, received_ns: int, value: bytes) -> bytes:
-    head = HEAD.pack(MARKER, len(value), len(name), received_ns, 0)[:-4]
-    crc = zlib.crc32(value, zlib.crc32(name, zlib.crc32(head)))
-    return head + crc.to_bytes(4, "big") + name + value
+    checked = _CHECKED.pack(len(value), len(name), received_ns) + name + value
+    return MARKER + zlib.crc32(checked).to_bytes(4, "big") + checked
 
 
 @dataclass
@@ -59,12 +60,12 @@ def scan(
     view = memoryview(data)
     n, size, pos, used = len(data), HEAD.size, start, 0
     while pos + size <= n and len(out.records) < max_records and used < max_bytes:
-        marker, vlen, nlen, received, crc = HEAD.unpack_from(data, pos)
+        marker, crc, vlen, nlen, received = HEAD.unpack_from(data, pos)
         end = pos + size + nlen + vlen
         if marker == MARKER and nlen <= MAX_NAME and vlen <= MAX_VALUE:
             if end > n and not complete:
                 break  # the rest of it is not read yet
-            if end <= n and crc == zlib.crc32(view[pos + size : end], _head_crc(view, pos)):
+            if end <= n and crc == zlib.crc32(view[pos + 6 : end]):
                 out.records.append((received, pos + size, pos + size + nlen, end))
                 used += end - pos
                 pos = end
@@ -78,10 +79,6 @@ def scan(
         pos = n
     out.stop = pos
     return out
-
-
-def _head_crc(view: memoryview, pos: int) -> int:
-    return zlib.crc32(view[pos : pos + HEAD.size - 4])
 
 
 def _scan_old(data: bytes | mmap.mmap, out: Scan, max_records: int, max_bytes: int) -> Scan:
