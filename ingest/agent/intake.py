@@ -22,11 +22,12 @@ class Intake:
         self._full_since: float | None = None
         self.reject_failing = False  # the last reject-file write failed (logged)
 
-    def _reject(self, name: str, lines: list[bytes]) -> bool:
-        """Keep alerts larger than Kafka accepts in the reject file, all or none. False if
-        the disk refused: the caller holds them back, as it does when the spool is full."""
+    def _reject(self, name: str, lines: list[bytes], durable: bool = False) -> bool:
+        """Keep alerts larger than Kafka accepts in the reject file, all or none (fsynced
+        when ``durable``). False if the disk refused: the caller holds them back, as it
+        does when the spool is full."""
         try:
-            _append_whole(self.reject_file, b"".join(line + b"\n" for line in lines))
+            _append_whole(self.reject_file, b"".join(line + b"\n" for line in lines), durable)
         except OSError as exc:
             if not self.reject_failing:
                 self.reject_failing = True
@@ -60,9 +61,10 @@ class Intake:
             self._full_since = None
         metrics.AGENT_ACCEPTED.labels(name.split(":", 1)[0]).inc(count)
 
-    def try_put(self, name: str, lines: list[bytes]) -> bool:
+    def try_put(self, name: str, lines: list[bytes], durable: bool = False) -> bool:
         """Spool all of ``lines`` now, or none and return False (the spool is full, or the
-        disk refused a write)."""
+        disk refused a write). ``durable``: the caller acknowledges them once it has synced
+        the spool, so alerts put in the reject file are fsynced there first."""
         keep = [line for line in lines if len(line) <= self.max_alert_bytes]
         large = [line for line in lines if len(line) > self.max_alert_bytes]
         now = time.time_ns()
@@ -72,7 +74,7 @@ class Intake:
         if sum(self.spool.record_size(name, ln) for ln in keep) > self.spool.room:
             self._full(name)
             return False
-        if large and not self._reject(name, large):
+        if large and not self._reject(name, large, durable):
             return False
         if not items:
             return True
@@ -136,8 +138,10 @@ class Intake:
         return True
 
 
-def _append_whole(path: Path, data: bytes) -> None:
-    """Append ``data`` to ``path``, or leave the file as it was (a full disk takes part)."""
+def _append_whole(path: Path, data: bytes, durable: bool) -> None:
+    """Append ``data`` to ``path``, or leave the file as it was (a full disk takes part).
+    ``durable``: fsync it (and the directory, for a file it made), on the event loop: a
+    batch with an alert too large for Kafka is rare."""
     fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     try:
         start = os.fstat(fd).st_size
@@ -148,5 +152,13 @@ def _append_whole(path: Path, data: bytes) -> None:
         except OSError:
             os.ftruncate(fd, start)
             raise
+        if durable:
+            os.fsync(fd)
+            if start == 0:
+                dir_fd = os.open(path.parent, os.O_RDONLY)
+                try:
+                    os.fsync(dir_fd)
+                finally:
+                    os.close(dir_fd)
     finally:
         os.close(fd)

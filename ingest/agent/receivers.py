@@ -48,7 +48,7 @@ class HttpReceiver:
         if not lines:
             return web.Response(status=400, text="empty body\n")
         spool = self.intake.spool
-        if not self.intake.try_put(self.name, lines):
+        if not self.intake.try_put(self.name, lines, durable=True):
             why = (
                 "spool failed"
                 if spool.failed is not None

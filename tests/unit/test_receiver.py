@@ -58,3 +58,33 @@ async def test_an_alert_is_refused_once_an_fsync_of_the_spool_failed(tmp_path, m
     again = Spool(tmp_path / "spool", 1 << 20)
     assert [e.value for e in again.read(10, 1 << 20)] == [b'{"rule":"a"}', b'{"rule":"b"}']
     again.close()
+
+
+async def test_an_alert_too_large_for_kafka_is_fsynced_in_the_reject_file_before_200(
+    tmp_path, monkeypatch
+):
+    spool = Spool(tmp_path / "spool", max_bytes=1 << 20)
+    reject = tmp_path / "rejected"
+    intake = Intake(spool, reject, max_alert_bytes=1024)
+    port = _free_port()
+    receiver = HttpReceiver("127.0.0.1", port, intake, max_body_bytes=1 << 20)
+    await receiver.start()
+    synced: list[str] = []
+    real = os.fsync
+
+    def fsync(fd: int) -> None:
+        synced.append(os.readlink(f"/proc/self/fd/{fd}"))
+        real(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    big = b'{"rule":"r","output":"' + b"x" * 2000 + b'"}'
+    try:
+        async with aiohttp.ClientSession() as http:
+            async with http.post(f"http://127.0.0.1:{port}/", data=big + b'\n{"rule":"a"}') as r:
+                assert r.status == 200
+    finally:
+        assert receiver._runner is not None
+        await receiver._runner.cleanup()
+        spool.close()
+    assert reject.read_bytes() == big + b"\n"
+    assert str(reject) in synced and str(tmp_path) in synced  # the file, and its new entry
