@@ -117,8 +117,9 @@ async def run_agent(settings: AgentSettings, specs: list[str], once: bool = Fals
             ship_task.cancel()
         await asyncio.gather(ship_task, return_exceptions=True)
         await shipper.close()
-        positions.save()
-        spool.close()
+        spool.close()  # fsyncs: positions never claim more than the spool holds on disk
+        if spool.failed is None:
+            positions.save()
         if runner is not None:
             await runner.cleanup()
     left = spool.pending_bytes

@@ -158,12 +158,11 @@ class FileTail:
                     self._record()
                     continue
                 await self._forget_quiet(stop)
-                if time.monotonic() - last_save > SAVE_EVERY_S:
-                    self.positions.save()
+                if time.monotonic() - last_save > SAVE_EVERY_S:  # idle or not
+                    await self._save()
                     last_save = time.monotonic()
                 if read_any:
                     continue
-                self.positions.save()
                 if self.once:
                     break
                 await asyncio.sleep(self.poll_s)
@@ -171,7 +170,20 @@ class FileTail:
             for f in [*self.rotated, self.current]:
                 if f is not None:
                     f.fh.close()
-            self.positions.save()
+            await self._save()
+
+    async def _save(self) -> None:
+        """Save the positions once the spool holds what they claim on disk, not only in the
+        page cache: after a machine crash the file is read again from where the spool's
+        alerts are durable (the consumer stores the repeats once), never past alerts the
+        crash took. A spool whose fsync failed keeps the positions where they were."""
+        if not self.positions.dirty:
+            return
+        try:
+            await self.intake.spool.sync()
+        except OSError:
+            return  # the spool logged it and the agent is to be restarted
+        self.positions.save()
 
     async def _read(self, f: Opened, stop: asyncio.Event) -> bool:
         """Spool the complete lines written to ``f`` since the last look; True if it grew."""

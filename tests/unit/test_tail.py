@@ -4,6 +4,7 @@ quiet, restarts from saved positions."""
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -145,3 +146,52 @@ async def test_copytruncate_reads_the_file_again_from_its_start(tmp_path):
         fh.close()
         assert not t.tail.rotated
     assert t.lines() == [b"a1", b"a2", b"b1"]
+
+
+async def test_positions_are_saved_only_once_the_spool_has_the_lines_on_disk(tmp_path, monkeypatch):
+    """After a machine crash the file is read again from a position the spool's fsynced
+    records cover, never past alerts the crash took from the page cache."""
+    log = tmp_path / "falco.json"
+    log.write_bytes(b'{"n":1}\n{"n":2}\n')
+    events: list[str] = []
+    real_fsync, real_save = os.fsync, Positions.save
+
+    def fsync(fd: int) -> None:
+        if os.readlink(f"/proc/self/fd/{fd}").endswith(".seg"):
+            events.append("spool fsync")
+        real_fsync(fd)
+
+    def save(self: Positions) -> None:
+        if self.dirty:
+            events.append("positions")
+        real_save(self)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(Positions, "save", save)
+    async with Tailing(tmp_path, log) as t:
+        await t.until(lambda: len(t.lines()) == 2)
+        await t.until(lambda: "positions" in events)
+        with log.open("ab") as fh:
+            fh.write(b'{"n":3}\n')
+        await t.until(lambda: events.count("positions") == 2)
+    assert events[:4] == ["spool fsync", "positions", "spool fsync", "positions"]
+
+
+async def test_positions_stay_where_they_were_when_the_spool_fsync_fails(tmp_path, monkeypatch):
+    log = tmp_path / "falco.json"
+    log.write_bytes(b'{"n":1}\n')
+    async with Tailing(tmp_path, log) as t:
+        await t.until(lambda: (tmp_path / "state" / "positions.json").exists())
+        await t.until(lambda: str(log) in orjson.loads(t.positions.file.read_bytes()))
+
+        def failing(fd: int) -> None:
+            raise OSError(5, "Input/output error")
+
+        monkeypatch.setattr(os, "fsync", failing)
+        with log.open("ab") as fh:
+            fh.write(b'{"n":2}\n')
+        await t.until(lambda: len(t.lines()) == 2)
+        await asyncio.sleep(0.3)  # several rounds of the tail's loop
+        saved = orjson.loads(t.positions.file.read_bytes())[str(log)]["offset"]
+        assert saved == len(b'{"n":1}\n')  # not past the alert the disk may not have
+        monkeypatch.undo()
