@@ -2,10 +2,10 @@
 
 A segment starts with ``SEGMENT_MAGIC``; each record with a marker and a CRC-32 of all that
 follows it: the value's and the name's lengths, the time it was received, the input's name
-and the value. A
-record whose marker, lengths or CRC do not check out is damage (a lost writeback, a bad
-sector, zeros after a power cut): reading skips to the next marker whose record checks out.
-The marker's first byte never occurs in UTF-8, so Falco's JSON does not hold it.
+and the value. A record whose marker, lengths or CRC do not check out is damage (a lost
+writeback, a bad sector, zeros after a power cut): reading skips to the next marker whose
+record checks out. The marker's first byte never occurs in UTF-8, so Falco's JSON does not
+hold it.
 
 Segments of the first format (no magic, no marker, no CRC) are still read, as they were
 written: an upgraded agent sends what its spool held before the upgrade.
@@ -21,14 +21,16 @@ from dataclasses import dataclass, field
 SEGMENT_MAGIC = b"FISPOOL\x02"
 MARKER = b"\xfa\x1c"
 HEAD = struct.Struct(">2sIIHQ")  # marker, CRC, value length, name length, received (ns)
-_CHECKED = struct.Struct(">IHQ")  # the part of the head the CRC covers
-OLD_HEAD = struct.Struct(">IHQ")  # the first format: value length, name length, received
+# Value length, name length, received: the first format's head, and the part of HEAD that
+# the CRC covers (with the name and the value after it).
+OLD_HEAD = struct.Struct(">IHQ")
+_CHECKED_FROM = len(MARKER) + 4
 MAX_NAME = 4096
 MAX_VALUE = 128 * 1024 * 1024  # above agent.max_alert_bytes' limit: longer is damage
 
 
 def pack(name: bytes, received_ns: int, value: bytes) -> bytes:
-    checked = _CHECKED.pack(len(value), len(name), received_ns) + name + value
+    checked = OLD_HEAD.pack(len(value), len(name), received_ns) + name + value
     return MARKER + zlib.crc32(checked).to_bytes(4, "big") + checked
 
 
@@ -65,7 +67,7 @@ def scan(
         if marker == MARKER and nlen <= MAX_NAME and vlen <= MAX_VALUE:
             if end > n and not complete:
                 break  # the rest of it is not read yet
-            if end <= n and crc == zlib.crc32(view[pos + 6 : end]):
+            if end <= n and crc == zlib.crc32(view[pos + _CHECKED_FROM : end]):
                 out.records.append((received, pos + size, pos + size + nlen, end))
                 used += end - pos
                 pos = end
