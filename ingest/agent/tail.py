@@ -29,7 +29,8 @@ ROTATED = " (rotated)"  # positions key suffix of the renamed files still being 
 
 class Positions:
     """``{path: {"dev", "ino", "offset", "head"}}`` and ``{path (rotated): [...]}`` in the
-    state directory, replaced atomically."""
+    state directory, replaced atomically. Every change bumps ``version``; a snapshot
+    written late never replaces a newer one."""
 
     def __init__(self, state_dir: Path) -> None:
         state_dir.mkdir(parents=True, exist_ok=True)
@@ -38,15 +39,30 @@ class Positions:
             self.data: dict[str, Any] = orjson.loads(self.file.read_bytes())
         except (OSError, orjson.JSONDecodeError):
             self.data = {}
-        self.dirty = not self.file.exists()
+        self.version = 0 if self.file.exists() else 1
+        self._written = 0
+
+    @property
+    def dirty(self) -> bool:
+        return self.version > self._written
+
+    def changed(self) -> None:
+        self.version += 1
+
+    def snapshot(self) -> tuple[int, bytes]:
+        return self.version, orjson.dumps(self.data)
+
+    def write(self, version: int, blob: bytes) -> None:
+        if version <= self._written:
+            return
+        tmp = self.file.with_suffix(".tmp")
+        tmp.write_bytes(blob)
+        os.replace(tmp, self.file)
+        self._written = version
 
     def save(self) -> None:
-        if not self.dirty:
-            return
-        self.dirty = False
-        tmp = self.file.with_suffix(".tmp")
-        tmp.write_bytes(orjson.dumps(self.data))
-        os.replace(tmp, self.file)
+        if self.dirty:
+            self.write(*self.snapshot())
 
 
 @dataclass
@@ -100,7 +116,7 @@ class FileTail:
             data[key + ROTATED] = [f.position() for f in self.rotated]
         else:
             data.pop(key + ROTATED, None)
-        self.positions.dirty = True
+        self.positions.changed()
         metrics.AGENT_ROTATED_OPEN.set(sum(len(v) for k, v in data.items() if k.endswith(ROTATED)))
 
     def _resume(self) -> None:
@@ -179,11 +195,14 @@ class FileTail:
         crash took. A spool whose fsync failed keeps the positions where they were."""
         if not self.positions.dirty:
             return
+        # Taken before the fsync: other inputs share the positions and may move theirs
+        # past appends this fsync does not cover while it runs.
+        version, blob = self.positions.snapshot()
         try:
             await self.intake.spool.sync()
         except OSError:
             return  # the spool logged it and the agent is to be restarted
-        self.positions.save()
+        self.positions.write(version, blob)
 
     async def _read(self, f: Opened, stop: asyncio.Event) -> bool:
         """Spool the complete lines written to ``f`` since the last look; True if it grew."""

@@ -154,20 +154,20 @@ async def test_positions_are_saved_only_once_the_spool_has_the_lines_on_disk(tmp
     log = tmp_path / "falco.json"
     log.write_bytes(b'{"n":1}\n{"n":2}\n')
     events: list[str] = []
-    real_fsync, real_save = os.fsync, Positions.save
+    real_fsync, real_write = os.fsync, Positions.write
 
     def fsync(fd: int) -> None:
         if os.readlink(f"/proc/self/fd/{fd}").endswith(".seg"):
             events.append("spool fsync")
         real_fsync(fd)
 
-    def save(self: Positions) -> None:
-        if self.dirty:
+    def write(self: Positions, version: int, blob: bytes) -> None:
+        if version > self._written:
             events.append("positions")
-        real_save(self)
+        real_write(self, version, blob)
 
     monkeypatch.setattr(os, "fsync", fsync)
-    monkeypatch.setattr(Positions, "save", save)
+    monkeypatch.setattr(Positions, "write", write)
     async with Tailing(tmp_path, log) as t:
         await t.until(lambda: len(t.lines()) == 2)
         await t.until(lambda: "positions" in events)
@@ -195,3 +195,27 @@ async def test_positions_stay_where_they_were_when_the_spool_fsync_fails(tmp_pat
         saved = orjson.loads(t.positions.file.read_bytes())[str(log)]["offset"]
         assert saved == len(b'{"n":1}\n')  # not past the alert the disk may not have
         monkeypatch.undo()
+
+
+async def test_a_position_another_input_moves_during_the_fsync_waits_for_the_next_save(
+    tmp_path, monkeypatch
+):
+    """Inputs share the positions: one moved while another's fsync runs is not covered by
+    that fsync, so it is not written with it."""
+    spool = Spool(tmp_path / "spool", max_bytes=1 << 20)
+    positions = Positions(tmp_path / "state")
+    tail = FileTail(tmp_path / "a.json", Intake(spool, tmp_path / "rejected", 1024), positions)
+    positions.data["a"] = {"offset": 8}
+    positions.changed()
+    real_sync = spool.sync
+
+    async def sync() -> None:
+        positions.data["b"] = {"offset": 9}  # the other input, meanwhile
+        positions.changed()
+        await real_sync()
+
+    monkeypatch.setattr(spool, "sync", sync)
+    await tail._save()
+    assert orjson.loads(positions.file.read_bytes()) == {"a": {"offset": 8}}
+    assert positions.dirty  # "b" goes with the next save, after its own fsync
+    spool.close()
