@@ -10,8 +10,7 @@ import orjson
 from aiokafka import ConsumerRecord, TopicPartition
 
 from ingest import contract
-from ingest.normalize.document import Document, Limits, general
-from ingest.normalize.fast import common_alert
+from ingest.normalize.document import Document, Limits, normalize
 from ingest.sink.dlq import DeadLetter
 
 
@@ -71,11 +70,7 @@ class Batch:
         for record in records:
             headers = record.headers
             lineage = (topic, partition, record.offset, agent_of(headers) if headers else None)
-            raw = record.value or b""
-            # What normalize() does, without its call: this loop runs once per alert.
-            result = common_alert(raw, lineage, now_ns, limits) or general(
-                raw, lineage, now_ns, limits
-            )
+            result = normalize(record.value or b"", lineage, now_ns, limits)
             if isinstance(result, Document):
                 docs.append(result)
                 sources.append(record)
