@@ -37,11 +37,12 @@ def pack(name: bytes, received_ns: int, value: bytes) -> bytes:
 @dataclass
 class Scan:
     """What a scan of a buffer found: records as (received, name start, value start, end),
-    damaged spans as (start, end), and where it stopped (the start of a record not wholly
-    in the buffer, or the buffer's end)."""
+    damaged spans as (start, end), the bytes of the records, and where it stopped (the
+    start of a record not wholly in the buffer, or the buffer's end)."""
 
     records: list[tuple[int, int, int, int]] = field(default_factory=list)
     damaged: list[tuple[int, int]] = field(default_factory=list)
+    used: int = 0
     stop: int = 0
 
 
@@ -79,7 +80,7 @@ def scan(
     if complete and pos < n and pos + size > n:
         out.damaged.append((pos, n))  # a header cut short at the segment's end
         pos = n
-    out.stop = pos
+    out.used, out.stop = used, pos
     return out
 
 
@@ -93,7 +94,7 @@ def _scan_old(data: bytes | mmap.mmap, out: Scan, max_records: int, max_bytes: i
         out.records.append((received, pos + size, pos + size + nlen, end))
         used += end - pos
         pos = end
-    out.stop = pos
+    out.used, out.stop = used, pos
     return out
 
 

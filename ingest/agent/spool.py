@@ -271,7 +271,7 @@ class Spool:
             for received, name_at, value_at, end in found.records:
                 name = data[name_at:value_at].decode(errors="replace")
                 out.append(Entry(name, received, data[value_at:end], seg, off + end))
-                max_bytes -= end - name_at + records.HEAD.size
+            max_bytes -= found.used
             if found.records or not (found.damaged or complete):
                 break
             if complete:
