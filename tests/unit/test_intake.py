@@ -10,22 +10,7 @@ import pytest
 from ingest.agent.intake import Intake
 from ingest.agent.records import SEGMENT_MAGIC
 from ingest.agent.spool import Spool
-
-
-class NoSpace:
-    """A segment writer on a full disk: nothing is written."""
-
-    def __init__(self, real):
-        self.real = real
-
-    def tell(self):
-        return self.real.tell()
-
-    def write(self, data):
-        raise OSError(28, "No space left on device")
-
-    def close(self):
-        self.real.close()
+from tests.unit.disks import FullDisk
 
 
 def test_a_refused_write_keeps_the_lines_and_writes_a_rejected_one_once(tmp_path, caplog):
@@ -34,7 +19,7 @@ def test_a_refused_write_keeps_the_lines_and_writes_a_rejected_one_once(tmp_path
     lines = [b"x" * 50, b'{"a":1}', b'{"b":2}']  # too large, then two alerts
     with caplog.at_level(logging.WARNING):
         for _ in range(3):  # the tail tries again every 0.2 s
-            spool._writer = NoSpace(spool._writer)
+            spool._writer = FullDisk(spool._writer)
             taken = intake.take("file:a", lines)
             lines = lines[taken:]
     assert lines == [b'{"a":1}', b'{"b":2}']  # nothing of them taken, nothing lost

@@ -4,6 +4,7 @@ import os
 import pytest
 
 from ingest.agent.spool import Spool
+from tests.unit.disks import FullDisk
 
 
 def test_append_read_ack_in_order(tmp_path):
@@ -95,37 +96,27 @@ async def test_a_full_segment_is_fsynced_before_the_next_one_starts(tmp_path, mo
     sp.close()
 
 
-def test_a_record_cut_short_at_the_end_is_dropped_on_restart(tmp_path):
+@pytest.mark.parametrize(
+    "tail",
+    [
+        b"\x00\x00\x00\x64\x00\x01" + b"partial",  # the machine stopped during the next write
+        bytes(4096),  # the file grew, its last page never reached the disk
+    ],
+    ids=["record cut short", "page of zeros"],
+)
+def test_what_follows_the_last_whole_record_is_cut_at_restart(tmp_path, tail):
     sp = Spool(tmp_path, max_bytes=1 << 20)
     sp.append([("f", 1, b"one"), ("f", 2, b"two")])
     sp.close()
     seg = next(tmp_path.glob("*.seg"))
     whole = seg.stat().st_size
-    with seg.open("ab") as fh:  # the machine stopped during the next write
-        fh.write(b"\x00\x00\x00\x64\x00\x01" + b"partial")
+    with seg.open("ab") as fh:
+        fh.write(tail)
     again = Spool(tmp_path, max_bytes=1 << 20)
     assert seg.stat().st_size == whole
     again.append([("f", 3, b"three")])
     assert [e.value for e in again.read(10, 1 << 20)] == [b"one", b"two", b"three"]
     again.close()
-
-
-class FullDisk:
-    """A writer that writes half of what it is given, then fails as a full disk does."""
-
-    def __init__(self, real):
-        self.real = real
-
-    def tell(self):
-        return self.real.tell()
-
-    def write(self, data):
-        self.real.write(data[: len(data) // 2])
-        self.real.flush()
-        raise OSError(28, "No space left on device")
-
-    def close(self):
-        self.real.close()
 
 
 def test_a_full_disk_refuses_the_batch_and_leaves_no_half_record(tmp_path):

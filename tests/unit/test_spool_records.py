@@ -72,21 +72,6 @@ def test_zeros_and_a_huge_length_in_a_finished_segment_do_not_stall_the_reader(t
     again.close()
 
 
-def test_zeros_at_the_end_of_the_last_segment_are_cut_at_restart(tmp_path):
-    sp = Spool(tmp_path, max_bytes=1 << 20)
-    sp.append([("f", 1, b"one"), ("f", 2, b"two")])
-    sp.close()
-    seg = next(tmp_path.glob("*.seg"))
-    whole = seg.stat().st_size
-    with seg.open("ab") as fh:  # the file grew, its last page never reached the disk
-        fh.write(bytes(4096))
-    again = Spool(tmp_path, max_bytes=1 << 20)
-    assert seg.stat().st_size == whole
-    again.append([("f", 3, b"three")])
-    assert values(again) == [b"one", b"two", b"three"]
-    again.close()
-
-
 def test_a_segment_whose_magic_was_cut_short_starts_again(tmp_path):
     (tmp_path / "000000000001.seg").write_bytes(SEGMENT_MAGIC[:3])
     sp = Spool(tmp_path, max_bytes=1 << 20)
