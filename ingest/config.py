@@ -136,6 +136,10 @@ class ConsumerTuning(_Strict):
     fetch_max_records: int = Field(default=5000, ge=1)
     drain_timeout_s: float = Field(default=20.0, gt=0)
     session_timeout_ms: int = Field(default=45_000, ge=6_000)
+    # Offsets of finished batches are committed at most this often (and always on a
+    # rebalance and at stop); 0 commits after every batch. A commit costs the broker ~2 ms
+    # of CPU: once per batch that was ~8 % of what the pipeline spent per alert.
+    commit_interval_ms: int = Field(default=5_000, ge=0, le=60_000)
     retry_initial_s: float = Field(default=0.2, gt=0)
     retry_max_s: float = Field(default=30.0, gt=0)
     max_event_age_days: int = Field(default=365, ge=1)

@@ -2,10 +2,11 @@
 
 One task fetches and batches; up to ``max_inflight_bulks`` tasks write batches; offsets
 are committed only up to the highest contiguous batch that is fully stored or
-dead-lettered. When every write slot is busy the fetch task stops reading (aiokafka
-holds at most one prefetched fetch per partition); after ``pause_after_s`` of that
-(OpenSearch slow or down) it pauses its partitions and keeps polling, so the group
-membership stays alive and nothing is read that cannot be held.
+dead-lettered, at most every ``commit_interval_ms`` and at once on a rebalance or a stop.
+When every write slot is busy the fetch task stops reading (aiokafka holds at most one
+prefetched fetch per partition); after ``pause_after_s`` of that (OpenSearch slow or
+down) it pauses its partitions and keeps polling, so the group membership stays alive
+and nothing is read that cannot be held.
 """
 
 from __future__ import annotations
@@ -97,6 +98,7 @@ class FalcoConsumer:
         self._failure: BaseException | None = None
         self._progress_at = time.monotonic()
         self._progress_consumed = 0
+        self._committed_at = float("-inf")  # monotonic time of the last commit
 
     def ready(self) -> bool:
         return bool(self.kafka.assignment()) and self.sink.healthy
@@ -143,13 +145,13 @@ class FalcoConsumer:
                 hw = self.kafka.highwater(tp)
                 if hw is not None:
                     metrics.LAG.labels(str(tp.partition)).set(max(0, hw - msgs[-1].offset - 1))
+            await self.commit_due()  # finished batches, when no later write commits them
             if records or self.tasks or self.batch.size:
                 last_activity = time.monotonic()
                 if last_activity - self._progress_at >= self.progress_every_s:
                     self._progress()
             if stop_when_idle is not None and self._idle(last_activity, started, stop_when_idle):
                 return
-        self.raise_failure()
 
     def _progress(self) -> None:
         st, now = self.stats, time.monotonic()
@@ -167,8 +169,9 @@ class FalcoConsumer:
         self._progress_at, self._progress_consumed = now, st.consumed
 
     def raise_failure(self) -> None:
-        """A batch that could not be written stops the consumer with its error (after the
-        finished batches are committed); its records stay uncommitted, never skipped."""
+        """A batch that could not be written stops the consumer with its error (after
+        ``drain`` has committed the finished batches); its records stay uncommitted, never
+        skipped."""
         if self._failure is not None:
             raise self._failure
 
@@ -234,7 +237,13 @@ class FalcoConsumer:
             st.dead_lettered[letter.reason] += 1
         for mark in marks:
             mark.done = True
-        await self.commit()
+        await self.commit_due()
+
+    async def commit_due(self) -> None:
+        """Commit what is finished if ``commit_interval_ms`` has passed since the last
+        commit. Fewer commits cost a crash only re-reads, which are stored as 409s."""
+        if time.monotonic() - self._committed_at >= self.s.commit_interval_ms / 1000:
+            await self.commit()
 
     async def commit(self) -> None:
         async with self._commit_lock:
@@ -242,6 +251,7 @@ class FalcoConsumer:
             offsets = {tp: o for tp, o in self.tracker.committable().items() if tp in assigned}
             if not offsets:
                 return
+            self._committed_at = time.monotonic()  # a failed commit is not retried at once
             try:
                 await self.kafka.commit(offsets)
             except (CommitFailedError, IllegalStateError, KafkaError) as exc:
@@ -253,7 +263,8 @@ class FalcoConsumer:
 
     async def drain(self, revoked: set[TopicPartition] | None = None) -> None:
         """Write what is batched, wait (bounded) for in-flight writes, commit."""
-        self.dispatch()
+        if self._failure is None:  # after a failed batch, nothing more is written
+            self.dispatch()
         if self.tasks:
             done, pending = await asyncio.wait(set(self.tasks), timeout=self.s.drain_timeout_s)
             if pending:

@@ -81,19 +81,24 @@ class NoLetters:
         assert not letters
 
 
-def settings() -> ConsumerSettings:
+def settings(commit_interval_ms: int = 5000) -> ConsumerSettings:
     base = load(ConsumerSettings)
     return base.model_copy(
         update={
             "consumer": base.consumer.model_copy(
-                update={"batch_max_docs": 10, "linger_ms": 0, "max_inflight_bulks": 1}
+                update={
+                    "batch_max_docs": 10,
+                    "linger_ms": 0,
+                    "max_inflight_bulks": 1,
+                    "commit_interval_ms": commit_interval_ms,
+                }
             )
         }
     )
 
 
 @pytest.mark.parametrize("idle", [0.3])
-async def test_commits_every_written_batch(idle):
+async def test_drain_commits_what_was_written(idle):
     kafka = FakeKafka(35)
     app = FalcoConsumer(settings(), kafka, Sink(), NoLetters())
     app.first_assignment = 0.0
@@ -101,6 +106,36 @@ async def test_commits_every_written_batch(idle):
     await app.drain()
     assert app.stats.indexed == 35
     assert kafka.commits[-1] == {TP: 35}
+
+
+async def test_commits_at_most_once_per_interval():
+    """Eight batches in well under the interval: the first is committed when it is
+    written, the rest together when the consumer drains (a commit costs the broker ~2 ms)."""
+    kafka = FakeKafka(80)
+    app = FalcoConsumer(settings(commit_interval_ms=60_000), kafka, Sink(), NoLetters())
+    app.first_assignment = 0.0
+    await app.fetch_loop(stop_when_idle=0.2)
+    assert kafka.commits == [{TP: 10}]
+    await app.drain()
+    assert kafka.commits == [{TP: 10}, {TP: 80}]
+
+
+async def test_interval_zero_commits_every_batch():
+    kafka = FakeKafka(35)
+    app = FalcoConsumer(settings(commit_interval_ms=0), kafka, Sink(), NoLetters())
+    app.first_assignment = 0.0
+    await app.fetch_loop(stop_when_idle=0.2)
+    assert kafka.commits == [{TP: 10}, {TP: 20}, {TP: 30}, {TP: 35}]
+
+
+async def test_an_idle_consumer_commits_once_the_interval_has_passed():
+    """No later write commits the last batches: the fetch loop does, without a drain."""
+    kafka = FakeKafka(35)
+    app = FalcoConsumer(settings(commit_interval_ms=100), kafka, Sink(), NoLetters())
+    app.first_assignment = 0.0
+    await app.fetch_loop(stop_when_idle=0.5)
+    assert kafka.commits[-1] == {TP: 35}
+    assert len(kafka.commits) < 4  # not one per batch
 
 
 async def test_a_failed_batch_stops_the_consumer_and_is_not_committed_past():
