@@ -29,7 +29,7 @@ from ingest.normalize.model import (
     ingest_time,
     tag_members,
 )
-from ingest.normalize.timestamps import canonical_ns, format_ns, parse_rfc3339
+from ingest.normalize.timestamps import canonical, format_ns, parse_rfc3339
 
 
 class _Alert(msgspec.Struct, forbid_unknown_fields=True, gc=False):
@@ -84,14 +84,15 @@ def common_alert(
     else:  # ASCII without escapes: the JSON string's bytes are the text's UTF-8
         text = message[1:-1]
     timestamp = alert.time
-    ns = canonical_ns(timestamp)
-    if ns is None:
-        ns = parse_rfc3339(timestamp)
-        if ns is None:
-            return None
-        timestamp, day = format_ns(ns)
+    found = canonical(timestamp)
+    if found is not None:
+        ns, day = found
     else:
-        day = timestamp[:10].replace("-", ".")
+        parsed = parse_rfc3339(timestamp)
+        if parsed is None:
+            return None
+        ns = parsed
+        timestamp, day = format_ns(ns)
     if not now_ns - limits.max_age_ns <= ns <= now_ns + limits.max_future_ns:
         return None
     members, middle = fixed

@@ -29,8 +29,9 @@ def _day_seconds(date: str) -> int | None:
 
 
 @lru_cache(maxsize=4096)
-def _second(prefix: str) -> int | None:
-    """Epoch seconds of ``YYYY-MM-DDTHH:MM:SS`` (alerts of one second share the work)."""
+def _second(prefix: str) -> tuple[int, str] | None:
+    """Epoch seconds of ``YYYY-MM-DDTHH:MM:SS`` and the index day ``YYYY.MM.DD`` (alerts of
+    one second share the work)."""
     if (
         prefix[4] != "-"
         or prefix[7] != "-"
@@ -48,29 +49,37 @@ def _second(prefix: str) -> int | None:
     day = _day_seconds(prefix[0:10])
     if day is None:
         return None
-    return day + hh * 3600 + mm * 60 + min(ss, 59)
+    return day + hh * 3600 + mm * 60 + min(ss, 59), prefix[0:10].replace("-", ".")
+
+
+def canonical(text: str) -> tuple[int, str] | None:
+    """Nanoseconds and index day of a time already in the form ``format_ns`` writes
+    (Falco's own, ``YYYY-MM-DDTHH:MM:SS.nnnnnnnnnZ``), else None. The normaliser's fast
+    path: such a time is kept as it is; any other goes through ``parse_rfc3339`` and is
+    written anew."""
+    if len(text) != 30 or text[29] != "Z" or text[19] != "." or not text.isascii():
+        return None
+    second = _second(text[:19])
+    nanos = text[20:29]
+    if second is None or not nanos.isdigit():
+        return None
+    return second[0] * NS + int(nanos), second[1]
 
 
 def canonical_ns(text: str) -> int | None:
-    """Nanoseconds of a time already in the form ``format_ns`` writes (Falco's own,
-    ``YYYY-MM-DDTHH:MM:SS.nnnnnnnnnZ``), else None. The normaliser's fast path: such a
-    time is kept as it is; any other goes through ``parse_rfc3339`` and is written anew."""
-    if len(text) != 30 or text[29] != "Z" or text[19] != "." or not text.isascii():
-        return None
-    secs = _second(text[:19])
-    nanos = text[20:29]
-    if secs is None or not nanos.isdigit():
-        return None
-    return secs * NS + int(nanos)
+    """Nanoseconds of a time in the form ``format_ns`` writes, else None."""
+    found = canonical(text)
+    return None if found is None else found[0]
 
 
 def _fast_utc(text: str) -> int | None:
     """``YYYY-MM-DDTHH:MM:SS[.fraction]Z``, what Falco and Sidekick write: no regex."""
     if len(text) < 20 or text[-1] != "Z":
         return None
-    secs = _second(text[:19])
-    if secs is None:
+    second = _second(text[:19])
+    if second is None:
         return None
+    secs = second[0]
     frac = text[19:-1]
     if frac:
         digits = frac[1:]
