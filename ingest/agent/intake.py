@@ -46,14 +46,16 @@ class Intake:
         return True
 
     def _full(self, name: str) -> None:
-        if self._full_since is None:
-            self._full_since = time.monotonic()
-            if self.spool.failed is not None:
-                return  # the spool logged why, once
-            log.error(
-                "spool full: inputs are held back until Kafka takes alerts again",
-                extra={"input": name, "spool_bytes": self.spool.pending_bytes},
-            )
+        """The spool took nothing: logged once, unless the spool logged why itself."""
+        if self._full_since is not None or self.spool.refusing:
+            return  # logged already, or a write the disk refused (the spool said so)
+        self._full_since = time.monotonic()
+        if self.spool.failed is not None:
+            return  # the spool logged why, once
+        log.error(
+            "spool full: inputs are held back until Kafka takes alerts again",
+            extra={"input": name, "spool_bytes": self.spool.pending_bytes},
+        )
 
     def _accepted(self, name: str, count: int) -> None:
         if self._full_since is not None:

@@ -70,7 +70,7 @@ class Spool:
         self._sync_lock = asyncio.Lock()
         self._appended = self._synced = 0  # appends made, and covered by an fsync
         self.failed: OSError | None = None  # the fsync that failed; nothing appended since
-        self._refusing = False  # the last append failed (its error logged)
+        self.refusing = False  # the last append failed (its error logged)
         metrics.AGENT_SPOOL_BYTES.set(self._pending)
 
     def _cut_torn_tail(self, seg: int) -> None:
@@ -159,8 +159,8 @@ class Spool:
         except OSError as exc:
             self._writer = self._reopen_at(start)
             return self._refuse(exc)
-        if self._refusing:
-            self._refusing = False
+        if self.refusing:
+            self.refusing = False
             log.warning("spool writes work again")
         self._appended += 1
         self._pending += size
@@ -173,8 +173,8 @@ class Spool:
         """A write the disk did not take (full, failing) is as good as a full spool. Inputs
         try again every 0.2 s: logged once until a write works again."""
         metrics.AGENT_SPOOL_FULL.inc()
-        if not self._refusing:
-            self._refusing = True
+        if not self.refusing:
+            self.refusing = True
             log.error("spool write failed; inputs are held back", extra={"error": str(exc)})
         return False
 
