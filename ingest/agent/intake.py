@@ -69,8 +69,6 @@ class Intake:
         the spool, so alerts put in the reject file are fsynced there first."""
         keep = [line for line in lines if len(line) <= self.max_alert_bytes]
         large = [line for line in lines if len(line) > self.max_alert_bytes]
-        now = time.time_ns()
-        items = [(name, now, ln) for ln in keep]
         # Room is checked before the reject file is written: a retry after a full spool
         # does not write the large ones there again.
         if sum(self.spool.record_size(name, ln) for ln in keep) > self.spool.room:
@@ -78,9 +76,10 @@ class Intake:
             return False
         if large and not self._reject(name, large, durable):
             return False
-        if not items:
+        if not keep:
             return True
-        if not self.spool.append(items):
+        now = time.time_ns()
+        if not self.spool.append([(name, now, ln) for ln in keep]):
             self._full(name)
             return False
         self._accepted(name, len(keep))
