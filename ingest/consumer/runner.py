@@ -261,6 +261,18 @@ class FalcoConsumer:
             self.tracker.committed(offsets)
             metrics.COMMITS.inc()
 
+    async def close(self) -> None:
+        """Cancel the writes still running (their records stay uncommitted) and commit the
+        batches that finished, also when the fetch loop ended with an error: a restart
+        would read them again. Bounded, so that a broken Kafka does not hold the exit."""
+        for task in list(self.tasks):
+            task.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+        try:
+            await asyncio.wait_for(self.commit(), timeout=self.s.drain_timeout_s)
+        except TimeoutError:
+            log.warning("last commit timed out; uncommitted records will be read again")
+
     async def drain(self, revoked: set[TopicPartition] | None = None) -> None:
         """Write what is batched, wait (bounded) for in-flight writes, commit."""
         if self._failure is None:  # after a failed batch, nothing more is written
@@ -320,9 +332,7 @@ async def run_consumer(settings: ConsumerSettings, stop_when_idle: float | None 
         finally:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.remove_signal_handler(sig)
-            for task in list(app.tasks):
-                task.cancel()
-            await asyncio.gather(*app.tasks, return_exceptions=True)
+            await app.close()
             await consumer.stop()
             await producer.stop()
             if runner is not None:

@@ -6,6 +6,7 @@ import time
 import orjson
 import pytest
 from aiokafka import TopicPartition
+from aiokafka.errors import KafkaError
 from aiokafka.structs import ConsumerRecord
 
 from ingest.config import ConsumerSettings, load
@@ -118,6 +119,27 @@ async def test_commits_at_most_once_per_interval():
     assert kafka.commits == [{TP: 10}]
     await app.drain()
     assert kafka.commits == [{TP: 10}, {TP: 80}]
+
+
+async def test_close_commits_the_finished_batches_when_the_fetch_loop_fails():
+    """Kafka breaks after every batch is stored but before the interval has passed: what
+    was stored is still committed on the way out, not left to be read again."""
+    kafka = FakeKafka(35)
+    app = FalcoConsumer(settings(commit_interval_ms=60_000), kafka, Sink(), NoLetters())
+    app.first_assignment = 0.0
+    fetch = kafka.getmany
+
+    async def breaks_once_all_is_stored(timeout_ms=0, max_records=None):
+        if app.stats.indexed == 35:
+            raise KafkaError("broker gone")
+        return await fetch(timeout_ms, max_records)
+
+    kafka.getmany = breaks_once_all_is_stored
+    with pytest.raises(KafkaError, match="broker gone"):
+        await app.fetch_loop(stop_when_idle=5)
+    assert kafka.commits == [{TP: 10}]  # the first batch only: the interval has not passed
+    await app.close()
+    assert kafka.commits[-1] == {TP: 35}
 
 
 async def test_interval_zero_commits_every_batch():
