@@ -29,13 +29,18 @@ from ingest.normalize.model import (
     ingest_time,
     tag_members,
 )
-from ingest.normalize.timestamps import canonical, format_ns, parse_rfc3339
+from ingest.normalize.timestamps import (
+    canonical_json,
+    format_ns,
+    parse_rfc3339,
+    seconds_window,
+)
 
 
 class _Alert(msgspec.Struct, forbid_unknown_fields=True, gc=False):
     rule: str
     priority: str
-    time: str
+    time: msgspec.Raw  # its JSON: Falco's form is read and written as these bytes
     output: msgspec.Raw
     output_fields: msgspec.Raw = msgspec.Raw(b"{}")
     source: str | None = None
@@ -83,23 +88,24 @@ def common_alert(
             return None
     else:  # ASCII without escapes: the JSON string's bytes are the text's UTF-8
         text = message[1:-1]
-    timestamp = alert.time
-    found = canonical(timestamp)
+    stamp = bytes(alert.time)
+    found = canonical_json(stamp)
     if found is not None:
-        ns, day = found
-    else:
-        parsed = parse_rfc3339(timestamp)
-        if parsed is None:
+        secs, digits, day = found
+        lo, hi = seconds_window(now_ns, limits.max_age_ns, limits.max_future_ns)
+        if not lo <= secs < hi and not _within(int(digits), now_ns, limits):
             return None
-        ns = parsed
+    else:  # any other form, or a time that is not a string (left to the general path)
+        ns = _other_time(stamp)
+        if ns is None or not _within(ns, now_ns, limits):
+            return None
         timestamp, day = format_ns(ns)
-    if not now_ns - limits.max_age_ns <= ns <= now_ns + limits.max_future_ns:
-        return None
+        stamp, digits = b'"%b"' % timestamp.encode(), b"%d" % ns
     members, middle = fixed
     parts = [
-        b'{"@timestamp":"',
-        timestamp.encode(),
-        b'","@type":"falco","@message":',
+        b'{"@timestamp":',
+        stamp,
+        b',"@type":"falco","@message":',
         message,
         members,
         b',"output_fields":',
@@ -117,7 +123,20 @@ def common_alert(
         if agent is not None:
             parts += (b',"agent":', agent)
     parts.append(b"}}\n")
-    return Document(content_id(ns, middle, text), day, b"".join(parts))
+    return Document(content_id(digits, middle, text), day, b"".join(parts))
+
+
+def _other_time(stamp: bytes) -> int | None:
+    """Nanoseconds of a JSON string holding an RFC 3339 time not in Falco's form."""
+    try:
+        text = orjson.loads(stamp)
+    except orjson.JSONDecodeError:
+        return None
+    return parse_rfc3339(text) if type(text) is str else None
+
+
+def _within(ns: int, now_ns: int, limits: Limits) -> bool:
+    return now_ns - limits.max_age_ns <= ns <= now_ns + limits.max_future_ns
 
 
 @lru_cache(maxsize=4096)

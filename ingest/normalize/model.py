@@ -82,7 +82,7 @@ def doc_id(
     material = text.encode()
     if fields is not None:
         material += b"\x1f" + orjson.dumps(fields, option=orjson.OPT_SORT_KEYS)
-    return content_id(ns, id_middle(hostname, rule, priority, source), material)
+    return content_id(b"%d" % ns, id_middle(hostname, rule, priority, source), material)
 
 
 def id_middle(hostname: object, rule: str, priority: int, source: object) -> bytes:
@@ -90,11 +90,14 @@ def id_middle(hostname: object, rule: str, priority: int, source: object) -> byt
     return f"\x1f{hostname}\x1f{rule}\x1f{priority}\x1f{source}\x1f".encode()
 
 
-def content_id(ns: int, middle: bytes, text: bytes) -> str:
-    """blake2b-128 of ``ns``, the middle and the alert's text: the ids of every release so
-    far, so that an alert replayed after an upgrade is still stored once."""
+def content_id(ns_digits: bytes, middle: bytes, text: bytes) -> str:
+    """blake2b-128 of the event time's epoch nanoseconds in decimal, the middle and the
+    alert's text: the ids of every release so far, so that an alert replayed after an
+    upgrade is still stored once."""
     h = _ID_HASH.copy()  # a copy skips parsing ``digest_size`` again: 15 % of the call
-    h.update(b"%d%b%b" % (ns, middle, text))
+    h.update(ns_digits)  # three updates cost less than joining the three first
+    h.update(middle)
+    h.update(text)
     return h.hexdigest()
 
 

@@ -151,3 +151,22 @@ def test_fast_and_general_paths_agree(alert, lineage, spaced):
     # Falco writes compact JSON, Python's json module spaces and \u-escapes non-ASCII.
     raw = json.dumps(alert).encode() if spaced else orjson.dumps(alert)
     same(raw, lineage)
+
+
+def test_the_hot_window_is_kept_to_the_nanosecond_at_both_ends(sample_lines):
+    """The fast path checks the window on whole seconds and only the times in the border
+    seconds exactly: each end is inclusive, one nanosecond past it is refused."""
+    from ingest.normalize.timestamps import format_ns
+
+    alert = orjson.loads(sample_lines[0])
+    now = NOW + 123_456_789  # ends that fall inside a second
+    oldest = now - DEFAULT_LIMITS.max_age_ns
+    latest = now + DEFAULT_LIMITS.max_future_ns
+    for ns, kept in [(oldest, True), (oldest - 1, False), (latest, True), (latest + 1, False)]:
+        raw = orjson.dumps(alert | {"time": format_ns(ns)[0]})
+        doc = common_alert(raw, None, now, DEFAULT_LIMITS)
+        assert (doc is not None) is kept, format_ns(ns)[0]
+        expected = general(raw, None, now)
+        assert isinstance(expected, Document) is kept
+        if doc is not None:
+            assert doc.doc_id == expected.doc_id
