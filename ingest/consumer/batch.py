@@ -10,7 +10,8 @@ import orjson
 from aiokafka import ConsumerRecord, TopicPartition
 
 from ingest import contract
-from ingest.normalize.document import Document, Limits, normalize
+from ingest.normalize.document import Document, Limits, general
+from ingest.normalize.fast import common_alert
 from ingest.sink.dlq import DeadLetter
 
 
@@ -69,9 +70,13 @@ class Batch:
         nbytes = 0
         for record in records:
             headers = record.headers
+            value = record.value or b""
             lineage = (topic, partition, record.offset, agent_of(headers) if headers else None)
-            result = normalize(record.value or b"", lineage, now_ns, limits)
-            if isinstance(result, Document):
+            # normalize() without its own call: the fast path, else the general one
+            result = common_alert(value, lineage, now_ns, limits) or general(
+                value, lineage, now_ns, limits
+            )
+            if type(result) is Document:
                 docs.append(result)
                 sources.append(record)
                 nbytes += len(result.body)
