@@ -72,15 +72,9 @@ def canonical_json(stamp: bytes) -> tuple[int, bytes, str] | None:
     nanoseconds (what the id hashes) and its index day; else None. No arithmetic on the
     nanoseconds: at 19 digits they are a multi-digit int, and parsing, multiplying and
     printing one cost more than the rest of this."""
-    if (
-        len(stamp) != 32
-        or stamp[0] != 34  # "
-        or stamp[20] != 46  # .
-        or stamp[30] != 90  # Z
-        or stamp[31] != 34
-    ):
+    if len(stamp) != 32 or stamp[30:] != b'Z"':
         return None
-    second = _json_second(stamp[1:20])
+    second = _json_second(stamp[:21])  # the opening quote to the point, checked once
     nanos = stamp[21:30]
     if second is None or not nanos.isdigit():  # bytes.isdigit: ASCII digits only
         return None
@@ -89,11 +83,11 @@ def canonical_json(stamp: bytes) -> tuple[int, bytes, str] | None:
 
 
 @lru_cache(maxsize=4096)
-def _json_second(prefix: bytes) -> tuple[int, str, bytes] | None:
-    """``_second`` of an ASCII prefix, with the decimal digits of its epoch seconds."""
-    if not prefix.isascii():
+def _json_second(head: bytes) -> tuple[int, str, bytes] | None:
+    """``"YYYY-MM-DDTHH:MM:SS.``: ``_second`` of it and the decimal digits of its seconds."""
+    if head[:1] != b'"' or head[20:] != b"." or not head.isascii():
         return None
-    second = _second(prefix.decode())
+    second = _second(head[1:20].decode())
     return None if second is None else (second[0], second[1], b"%d" % second[0])
 
 
