@@ -11,7 +11,7 @@ from aiokafka import ConsumerRecord, TopicPartition
 
 from ingest import contract
 from ingest.normalize.document import Document, Limits, general
-from ingest.normalize.fast import common_alert
+from ingest.normalize.fast import FastPath
 from ingest.sink.dlq import DeadLetter
 
 
@@ -66,17 +66,18 @@ class Batch:
         self.size += len(records)
         self.ends[tp] = records[-1].offset + 1
         topic, partition = tp.topic, tp.partition
+        fast = FastPath(now_ns, limits, topic, partition).document
         docs, sources = self.docs, self.sources
         nbytes = 0
         for record in records:
             headers = record.headers
             value = record.value or b""
-            lineage = (topic, partition, record.offset, agent_of(headers) if headers else None)
+            agent = agent_of(headers) if headers else None
             # normalize() without its own call: the fast path, else the general one
-            result = common_alert(value, lineage, now_ns, limits) or general(
-                value, lineage, now_ns, limits
+            result = fast(value, record.offset, agent) or general(
+                value, (topic, partition, record.offset, agent), now_ns, limits
             )
-            if type(result) is Document:
+            if isinstance(result, Document):
                 docs.append(result)
                 sources.append(record)
                 nbytes += len(result.body)

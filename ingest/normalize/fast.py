@@ -65,65 +65,88 @@ def common_alert(
     raw: bytes, lineage: Lineage | None, now_ns: int, limits: Limits
 ) -> Document | None:
     """The document of an alert of Falco's own shape, or None for ``document.general``."""
-    # Non-ASCII bytes (Raw does not check their UTF-8) and long alerts (values to shorten)
-    # go the general way.
-    if len(raw) > MAX_VALUE_BYTES or not raw.isascii():
-        return None
-    try:
-        alert = _decode(raw)
-        cloud_foundry = _decode_cf(alert.output_fields)  # and output_fields is an object
-    except (msgspec.DecodeError, RecursionError):  # includes ValidationError: another shape
-        return None
-    fixed = _fixed(alert.rule, alert.priority, alert.hostname, alert.source, bytes(alert.tags))
-    fields = alert.output_fields
-    message = bytes(alert.output)  # its JSON, checked by msgspec
-    if fixed is None or message[:1] != b'"':
-        return None
-    # Escapes: the id is made from the text they stand for. (A backslash looked for as the
-    # int 92 is a memchr; as b"\\" CPython first fails to read it as an int, an exception.)
-    if 92 in message:
-        try:
-            text = orjson.loads(message).encode()
-        except orjson.JSONDecodeError:  # a lone surrogate, which Raw lets through
-            return None
-    else:  # ASCII without escapes: the JSON string's bytes are the text's UTF-8
-        text = message[1:-1]
-    stamp = bytes(alert.time)
-    found = canonical_json(stamp)
-    if found is not None:
-        secs, digits, day = found
-        lo, hi = seconds_window(now_ns, limits.max_age_ns, limits.max_future_ns)
-        if not lo <= secs < hi and not _within(int(digits), now_ns, limits):
-            return None
-    else:  # any other form, or a time that is not a string (left to the general path)
-        ns = _other_time(stamp)
-        if ns is None or not _within(ns, now_ns, limits):
-            return None
-        timestamp, day = format_ns(ns)
-        stamp, digits = b'"%b"' % timestamp.encode(), b"%d" % ns
-    members, middle = fixed
-    parts = [
-        b'{"@timestamp":',
-        stamp,
-        b',"@type":"falco","@message":',
-        message,
-        members,
-        b',"output_fields":',
-        fields,
-    ]
-    if alert.uuid is not None:
-        parts += (b',"falco_sidekick_uuid":', orjson.dumps(alert.uuid))
-    if cloud_foundry != _NO_CF:
-        parts += (b',"@cf":', _encode(cloud_foundry))
     if lineage is None:
-        parts.append(_lineage_head(now_ns, None, 0))
-    else:
-        topic, partition, offset, agent = lineage
-        parts += (_lineage_head(now_ns, topic, partition), b"%d" % offset)
-        if agent is not None:
-            parts += (b',"agent":', agent)
-    parts.append(b"}}\n")
-    return Document(content_id(digits, middle, text), day, b"".join(parts))
+        return FastPath(now_ns, limits, None, 0).document(raw, None, None)
+    topic, partition, offset, agent = lineage
+    return FastPath(now_ns, limits, topic, partition).document(raw, offset, agent)
+
+
+class FastPath:
+    """``common_alert`` for the records of one partition fetched at one moment: what they
+    share (the window of event times kept, the ``@ingest`` head) is worked out once, not
+    per alert (two cached lookups by several ints cost 5 % of an alert)."""
+
+    __slots__ = ("_now_ns", "_limits", "_lo", "_hi", "_head")
+
+    def __init__(self, now_ns: int, limits: Limits, topic: str | None, partition: int) -> None:
+        self._now_ns = now_ns
+        self._limits = limits
+        self._lo, self._hi = seconds_window(now_ns, limits.max_age_ns, limits.max_future_ns)
+        self._head = _lineage_head(now_ns, topic, partition)
+
+    def document(self, raw: bytes, offset: int | None, agent: bytes | None) -> Document | None:
+        """The document of the alert at ``offset`` (None: no Kafka lineage), or None."""
+        # Non-ASCII bytes (Raw does not check their UTF-8) and long alerts (values to
+        # shorten) go the general way.
+        if len(raw) > MAX_VALUE_BYTES or not raw.isascii():
+            return None
+        try:
+            alert = _decode(raw)
+            cloud_foundry = _decode_cf(alert.output_fields)  # and output_fields is an object
+        except (msgspec.DecodeError, RecursionError):  # with ValidationError: another shape
+            return None
+        fixed = _fixed(alert.rule, alert.priority, alert.hostname, alert.source, bytes(alert.tags))
+        fields = alert.output_fields
+        message = bytes(alert.output)  # its JSON, checked by msgspec
+        if fixed is None or message[:1] != b'"':
+            return None
+        # Escapes: the id is made from the text they stand for. (A backslash looked for as
+        # the int 92 is a memchr; as b"\\" CPython first fails to read it as an int.)
+        if 92 in message:
+            try:
+                text = orjson.loads(message).encode()
+            except orjson.JSONDecodeError:  # a lone surrogate, which Raw lets through
+                return None
+        else:  # ASCII without escapes: the JSON string's bytes are the text's UTF-8
+            text = message[1:-1]
+        stamp = bytes(alert.time)
+        found = canonical_json(stamp)
+        if found is not None:
+            secs, digits, day = found
+            if not self._lo <= secs < self._hi and not self._within(int(digits)):
+                return None
+        else:  # any other form, or a time that is not a string (left to the general path)
+            ns = _other_time(stamp)
+            if ns is None or not self._within(ns):
+                return None
+            timestamp, day = format_ns(ns)
+            stamp, digits = b'"%b"' % timestamp.encode(), b"%d" % ns
+        members, middle = fixed
+        parts = [
+            b'{"@timestamp":',
+            stamp,
+            b',"@type":"falco","@message":',
+            message,
+            members,
+            b',"output_fields":',
+            fields,
+        ]
+        if alert.uuid is not None:
+            parts += (b',"falco_sidekick_uuid":', orjson.dumps(alert.uuid))
+        if cloud_foundry != _NO_CF:
+            parts += (b',"@cf":', _encode(cloud_foundry))
+        parts.append(self._head)
+        if offset is not None:
+            parts.append(b"%d" % offset)
+            if agent is not None:
+                parts += (b',"agent":', agent)
+        parts.append(b"}}\n")
+        return Document(content_id(digits, middle, text), day, b"".join(parts))
+
+    def _within(self, ns: int) -> bool:
+        """The exact check, for times in the window's border seconds."""
+        limits = self._limits
+        return self._now_ns - limits.max_age_ns <= ns <= self._now_ns + limits.max_future_ns
 
 
 def _other_time(stamp: bytes) -> int | None:
@@ -133,10 +156,6 @@ def _other_time(stamp: bytes) -> int | None:
     except orjson.JSONDecodeError:
         return None
     return parse_rfc3339(text) if type(text) is str else None
-
-
-def _within(ns: int, now_ns: int, limits: Limits) -> bool:
-    return now_ns - limits.max_age_ns <= ns <= now_ns + limits.max_future_ns
 
 
 @lru_cache(maxsize=4096)
