@@ -170,3 +170,39 @@ def test_the_hot_window_is_kept_to_the_nanosecond_at_both_ends(sample_lines):
         assert isinstance(expected, Document) is kept
         if doc is not None:
             assert doc.doc_id == expected.doc_id
+
+
+def test_alerts_of_one_rule_and_host_that_differ_elsewhere_get_their_own_members(sample_lines):
+    """What a rule on a host fixes is remembered by rule and host: an alert of the same
+    pair with another priority, source or tags must not get the members of one before."""
+    alert = orjson.loads(sample_lines[0])
+    others = [
+        alert | {"priority": "Critical"},
+        alert | {"source": "k8s_audit"},
+        alert | {"tags": ["T1059", "mitre_execution"]},
+        {k: v for k, v in alert.items() if k != "tags"},
+    ]
+    for variant in [alert, *(v for other in others for v in (other, alert))]:
+        raw = orjson.dumps(variant)
+        doc = common_alert(raw, None, NOW, DEFAULT_LIMITS)
+        expected = general(raw, None, NOW)
+        assert doc is not None and isinstance(expected, Document)
+        assert (doc.doc_id, orjson.loads(doc.body)) == (
+            expected.doc_id,
+            orjson.loads(expected.body),
+        )
+
+
+def test_what_is_remembered_stays_within_its_capacity(sample_lines, monkeypatch):
+    from ingest.normalize import fast
+
+    seen = fast._Seen(capacity=5)
+    monkeypatch.setattr(fast, "_SEEN", seen)
+    monkeypatch.setattr(fast, "_BY_RULE", seen.by_rule)
+    alert = orjson.loads(sample_lines[0])
+    for i in range(12):
+        raw = orjson.dumps(alert | {"hostname": f"host-{i}"})
+        doc = common_alert(raw, None, NOW, DEFAULT_LIMITS)
+        assert doc is not None and doc.doc_id == general(raw, None, NOW).doc_id
+        assert seen.size == sum(map(len, seen.by_rule.values())) <= 5
+    assert seen.size == 2  # started again at the 6th host and the 11th
