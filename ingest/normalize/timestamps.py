@@ -66,25 +66,11 @@ def canonical(text: str) -> tuple[int, str] | None:
     return second[0] * NS + int(nanos), second[1]
 
 
-def canonical_json(stamp: bytes) -> tuple[int, bytes, str] | None:
-    """The fast path's reading of a time in the form ``format_ns`` writes, from its JSON
-    string (quotes included): its epoch seconds, the decimal digits of its epoch
-    nanoseconds (what the id hashes) and its index day; else None. No arithmetic on the
-    nanoseconds: at 19 digits they are a multi-digit int, and parsing, multiplying and
-    printing one cost more than the rest of this."""
-    if len(stamp) != 32 or stamp[30:] != b'Z"':
-        return None
-    second = _json_second(stamp[:21])  # the opening quote to the point, checked once
-    nanos = stamp[21:30]
-    if second is None or not nanos.isdigit():  # bytes.isdigit: ASCII digits only
-        return None
-    secs, day, digits = second
-    return secs, digits + nanos, day
-
-
 @lru_cache(maxsize=4096)
-def _json_second(head: bytes) -> tuple[int, str, bytes] | None:
-    """``"YYYY-MM-DDTHH:MM:SS.``: ``_second`` of it and the decimal digits of its seconds."""
+def json_second(head: bytes) -> tuple[int, str, bytes] | None:
+    """The head ``"YYYY-MM-DDTHH:MM:SS.`` of a time's JSON string in the form ``format_ns``
+    writes: its epoch seconds, index day and the decimal digits of the seconds (to which
+    the nine digits of the fraction add those of the epoch nanoseconds), else None."""
     if head[:1] != b'"' or head[20:] != b"." or not head.isascii():
         return None
     second = _second(head[1:20].decode())
