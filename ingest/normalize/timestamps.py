@@ -52,18 +52,17 @@ def _second(prefix: str) -> tuple[int, str] | None:
     return day + hh * 3600 + mm * 60 + min(ss, 59), prefix[0:10].replace("-", ".")
 
 
-def canonical(text: str) -> tuple[int, str] | None:
-    """Nanoseconds and index day of a time already in the form ``format_ns`` writes
-    (Falco's own, ``YYYY-MM-DDTHH:MM:SS.nnnnnnnnnZ``), else None. The normaliser's fast
-    path: such a time is kept as it is; any other goes through ``parse_rfc3339`` and is
-    written anew."""
+def canonical_ns(text: str) -> int | None:
+    """Nanoseconds of a time already in the form ``format_ns`` writes (Falco's own,
+    ``YYYY-MM-DDTHH:MM:SS.nnnnnnnnnZ``), else None. Such a time is kept as it is; any other
+    goes through ``parse_rfc3339`` and is written anew."""
     if len(text) != 30 or text[29] != "Z" or text[19] != "." or not text.isascii():
         return None
     second = _second(text[:19])
     nanos = text[20:29]
     if second is None or not nanos.isdigit():
         return None
-    return second[0] * NS + int(nanos), second[1]
+    return second[0] * NS + int(nanos)
 
 
 @lru_cache(maxsize=4096)
@@ -83,12 +82,6 @@ def seconds_window(now_ns: int, max_age_ns: int, max_future_ns: int) -> tuple[in
     ``now - max_age .. now + max_future`` to the nanosecond, whatever its fraction (times
     outside need the exact check)."""
     return -((max_age_ns - now_ns) // NS), (now_ns + max_future_ns) // NS
-
-
-def canonical_ns(text: str) -> int | None:
-    """Nanoseconds of a time in the form ``format_ns`` writes, else None."""
-    found = canonical(text)
-    return None if found is None else found[0]
 
 
 def _fast_utc(text: str) -> int | None:
