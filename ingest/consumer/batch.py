@@ -69,10 +69,15 @@ class Batch:
         fast = FastPath(now_ns, limits, topic, partition).document
         docs, sources = self.docs, self.sources
         nbytes = 0
+        # The records of one agent batch carry equal headers: one compare, not a lookup
+        # that hashes all eight of their fresh keys and values on every record.
+        last_headers: tuple[tuple[str, bytes], ...] = ()
+        agent = None
         for record in records:
             headers = record.headers
+            if headers != last_headers:
+                last_headers, agent = headers, agent_of(headers)
             value = record.value or b""
-            agent = agent_of(headers) if headers else None
             # normalize() without its own call: the fast path, else the general one
             result = fast(value, record.offset, agent) or general(
                 value, (topic, partition, record.offset, agent), now_ns, limits

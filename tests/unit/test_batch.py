@@ -49,6 +49,16 @@ def test_lineage_from_kafka_and_the_agent_headers():
     assert batch.ends == {TP: 9} and batch.size == 2
 
 
+def test_each_record_gets_the_lineage_of_its_own_headers_when_they_change():
+    """Consecutive records with equal headers share their lineage; any change is seen."""
+    other = tuple((k, b"node-b" if k == contract.HOST else v) for k, v in AGENT)
+    heads = [AGENT, AGENT, other, (), AGENT, other, other]
+    batch = Batch()
+    batch.add(TP, [record(i, ALERT, h) for i, h in enumerate(heads)], NOW, Limits())
+    hosts = [ingest_of(batch, i).get("agent", {}).get("host") for i in range(len(heads))]
+    assert hosts == ["node-a", "node-a", "node-b", None, "node-a", "node-b", "node-b"]
+
+
 def test_headers_of_other_producers_are_not_lineage():
     odd = [("traceparent", b"x"), (contract.HOST, None), ("list", [1])]  # not hashable
     batch = Batch()
