@@ -4,6 +4,7 @@ services the user runs. Every test gets its own topic and index prefix."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import time
 import uuid
@@ -13,6 +14,7 @@ import orjson
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from opensearchpy import AsyncOpenSearch
+from opensearchpy.exceptions import TransportError
 
 from ingest.config import ConsumerSettings, OpsSettings, load
 from ingest.ops.setup import run_setup
@@ -163,9 +165,20 @@ async def read_topic(topic: str, expect: int | None = None, idle_s: float = 3.0)
 
 
 async def count_docs(prefix: str, query: dict | None = None) -> int:
+    """Documents under ``prefix``. An index the consumer has just created answers 503 (all
+    shards failed) until its shard has started: asked again then, for up to 30 s."""
+    deadline = time.monotonic() + 30
     async with os_client() as client:
-        await client.indices.refresh(index=f"{prefix}-*", ignore_unavailable=True)
-        resp = await client.count(
-            index=f"{prefix}-*", body={"query": query or {"match_all": {}}}, ignore_unavailable=True
-        )
-        return int(resp["count"])
+        while True:
+            try:
+                await client.indices.refresh(index=f"{prefix}-*", ignore_unavailable=True)
+                resp = await client.count(
+                    index=f"{prefix}-*",
+                    body={"query": query or {"match_all": {}}},
+                    ignore_unavailable=True,
+                )
+                return int(resp["count"])
+            except TransportError as exc:
+                if exc.status_code != 503 or time.monotonic() > deadline:
+                    raise
+                await asyncio.sleep(0.2)
