@@ -175,10 +175,10 @@ def _other_time(stamp: bytes) -> int | None:
 
 
 class _Seen:
-    """``_fixed`` by rule, then host name, with the priority, source and tags it was made
-    for: a lookup costs two hashes and three compares. (An ``lru_cache`` keyed by all five
-    hashes five strings the decoder has just made, on every alert: 8 % of its work.)
-    At most ``capacity`` entries: when full it starts again."""
+    """The cache of ``_fixed``, by rule, then host name, with the priority, source and tags
+    it was made for: a lookup costs two hashes and three compares. (An ``lru_cache`` keyed
+    by all five hashes five strings the decoder has just made, on every alert: 8 % of its
+    work.) At most ``capacity`` entries: when full it starts again."""
 
     def __init__(self, capacity: int) -> None:
         self.by_rule: dict[str, dict[str | None, _Entry]] = {}
@@ -203,7 +203,6 @@ _SEEN = _Seen(8192)
 _BY_RULE = _SEEN.by_rule
 
 
-@lru_cache(maxsize=4096)
 def _fixed(
     rule: str, priority: str, hostname: str | None, source: str | None, tags: bytes
 ) -> tuple[bytes, bytes] | None:
