@@ -1,6 +1,6 @@
 """Normalise + encode on one core: alerts/s over a mix like the sample file, through the
-consumer's own path (``Batch.add`` over a fetched partition's records, then the sink's
-encoder).
+consumer's own path (``Batch.add`` over a fetched partition's records as aiokafka decodes
+them, then the sink's encoder).
 
 .venv/bin/python bench/normalize.py [N]
 """
@@ -11,7 +11,8 @@ import sys
 import time
 
 import orjson
-from aiokafka import ConsumerRecord, TopicPartition
+from aiokafka import TopicPartition
+from aiokafka.record.default_records import DefaultRecord
 from common import alerts
 
 from ingest.consumer.batch import Batch
@@ -23,10 +24,7 @@ def main() -> None:
     n = int(sys.argv[1]) if len(sys.argv) > 1 else 100_000
     raw = alerts(n, "bench")
     tp = TopicPartition("falco.events", 0)
-    records = [
-        ConsumerRecord(tp.topic, 0, i, 0, 0, None, v, None, -1, len(v), ())
-        for i, v in enumerate(raw)
-    ]
+    records = [DefaultRecord(i, 0, 0, None, v, []) for i, v in enumerate(raw)]
     now = time.time_ns()
     sink = OpenSearchSink(None, "falco")  # type: ignore[arg-type]  # encodes only
     best = floor = 0.0

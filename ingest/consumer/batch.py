@@ -3,19 +3,22 @@
 from __future__ import annotations
 
 import time
+from bisect import bisect_right
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 
 import orjson
-from aiokafka import ConsumerRecord, TopicPartition
+from aiokafka import TopicPartition
 
 from ingest import contract
+from ingest.consumer.records import Record
 from ingest.normalize.document import Document, Limits, general
 from ingest.normalize.fast import FastPath
 from ingest.sink.dlq import DeadLetter
 
 
-def agent_of(headers: tuple[tuple[str, bytes], ...]) -> bytes | None:
+def agent_of(headers: Sequence[tuple[str, bytes | None]]) -> bytes | None:
     """The agent's headers of a record, as lineage: a JSON object (None without any)."""
     if not headers:
         return None
@@ -48,7 +51,9 @@ _AGENT_KEYS = {
 @dataclass
 class Batch:
     docs: list[Document] = field(default_factory=list)
-    sources: list[ConsumerRecord] = field(default_factory=list)
+    sources: list[Record] = field(default_factory=list)  # the record of each document
+    starts: list[int] = field(default_factory=list)  # the first document of each add()
+    partitions: list[TopicPartition] = field(default_factory=list)  # ... and its partition
     letters: list[DeadLetter] = field(default_factory=list)
     ends: dict[TopicPartition, int] = field(default_factory=dict)
     size: int = 0
@@ -56,7 +61,7 @@ class Batch:
     started: float = field(default_factory=time.monotonic)
 
     def add(
-        self, tp: TopicPartition, records: list[ConsumerRecord], now_ns: int, limits: Limits
+        self, tp: TopicPartition, records: Sequence[Record], now_ns: int, limits: Limits
     ) -> None:
         """Normalise one partition's fetched ``records`` into this batch."""
         if not records:
@@ -68,10 +73,12 @@ class Batch:
         topic, partition = tp.topic, tp.partition
         fast = FastPath(now_ns, limits, topic, partition).document
         docs, sources = self.docs, self.sources
+        self.starts.append(len(docs))
+        self.partitions.append(tp)
         nbytes = 0
         # The records of one agent batch carry equal headers: one compare, not a lookup
         # that hashes all eight of their fresh keys and values on every record.
-        last_headers: tuple[tuple[str, bytes], ...] = ()
+        last_headers: object = None
         agent = None
         for record in records:
             headers = record.headers
@@ -87,8 +94,15 @@ class Batch:
                 sources.append(record)
                 nbytes += len(result.body)
             else:
-                self.letters.append(dead_letter(record, result.reason, "normalize", result.detail))
+                self.letters.append(
+                    dead_letter(record, tp, result.reason, "normalize", result.detail)
+                )
         self.nbytes += nbytes + 100 * len(records)
+
+    def letter(self, i: int, reason: str, stage: str, detail: str) -> DeadLetter:
+        """The dead letter of the record of ``docs[i]``."""
+        tp = self.partitions[bisect_right(self.starts, i) - 1]
+        return dead_letter(self.sources[i], tp, reason, stage, detail)
 
     def full(self, max_docs: int, max_bytes: int) -> bool:
         return self.size >= max_docs or self.nbytes >= max_bytes
@@ -99,14 +113,16 @@ class Batch:
         return self.full(max_docs, max_bytes) or time.monotonic() - self.started >= linger_s
 
 
-def dead_letter(record: ConsumerRecord, reason: str, stage: str, detail: str) -> DeadLetter:
+def dead_letter(
+    record: Record, tp: TopicPartition, reason: str, stage: str, detail: str
+) -> DeadLetter:
     return DeadLetter(
         value=record.value if record.value is not None else b"",
         key=record.key,
         reason=reason,
         stage=stage,
         detail=detail,
-        topic=record.topic,
-        partition=record.partition,
+        topic=tp.topic,
+        partition=tp.partition,
         offset=record.offset,
     )

@@ -24,8 +24,9 @@ from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 
 from ingest import metrics
 from ingest.config import ConsumerSettings
-from ingest.consumer.batch import Batch, dead_letter
+from ingest.consumer.batch import Batch
 from ingest.consumer.offsets import Mark, OffsetTracker
+from ingest.consumer.records import make_consumer
 from ingest.consumer.topics import ensure_topics
 from ingest.normalize.document import Limits
 from ingest.normalize.timestamps import NS
@@ -221,9 +222,9 @@ class FalcoConsumer:
         outcome = await self.sink.write(batch.docs) if batch.docs else None
         letters = list(batch.letters)
         if outcome is not None and outcome.rejected:
-            source = {id(d): r for d, r in zip(batch.docs, batch.sources, strict=True)}
+            where = {id(d): i for i, d in enumerate(batch.docs)}
             letters += [
-                dead_letter(source[id(doc)], reason, "index", detail)
+                batch.letter(where[id(doc)], reason, "index", detail)
                 for doc, reason, detail in outcome.rejected
             ]
         await self.dlq.send(letters)
@@ -293,15 +294,7 @@ async def run_consumer(settings: ConsumerSettings, stop_when_idle: float | None 
     k = settings.kafka
     if k.create_topics:
         await ensure_topics(k, k.topic, k.dlq_topic)
-    consumer = AIOKafkaConsumer(
-        **k.client_kwargs(),
-        group_id=k.group_id,
-        enable_auto_commit=False,
-        auto_offset_reset="earliest",
-        session_timeout_ms=settings.consumer.session_timeout_ms,
-        heartbeat_interval_ms=min(3000, settings.consumer.session_timeout_ms // 3),
-        max_partition_fetch_bytes=1024 * 1024,
-    )
+    consumer = make_consumer(settings)
     producer = make_producer(k)
     async with make_client(settings.opensearch, BulkAnswers()) as client:
         if settings.opensearch.require_template:

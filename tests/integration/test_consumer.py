@@ -10,9 +10,13 @@ import sys
 import time
 
 import orjson
+from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.structs import ConsumerRecord
 
+from ingest import contract
 from ingest.config import ConsumerSettings
+from ingest.consumer.records import make_consumer
 from ingest.consumer.runner import run_consumer
 from ingest.consumer.topics import ensure_topics
 from ingest.sink.replay import replay_dlq
@@ -144,11 +148,54 @@ async def test_output_fields_reach_opensearch_as_falco_wrote_them(prefix, uid):
     assert letter.value == repeated
     assert headers["dlq.stage"] == b"index"
     assert headers["dlq.reason"] == b"opensearch_mapper_parsing_exception"
+    [source] = [r for r in await read_topic(topic, expect=22) if r.value == repeated]
+    assert headers["dlq.source.topic"] == topic.encode()
+    assert int(headers["dlq.source.partition"]) == source.partition
+    assert int(headers["dlq.source.offset"]) == source.offset == 11
     as_written = [
         {"term": {"output_fields.n.big": "1e400"}},
         {"term": {"output_fields.n.long": "123456789012345678901234"}},
     ]
     assert await count_docs(prefix, {"bool": {"filter": as_written}}) == 1
+
+
+async def test_the_consumers_client_reads_what_a_plain_client_reads(stack, uid):
+    """The consumer's client hands over aiokafka's decoded records, not ConsumerRecords:
+    the same offsets, keys, values and headers, zstd batches of several partitions."""
+    topic = f"c-{uid}"
+    settings = consumer_settings(topic, f"unused-{uid}")
+    await ensure_topics(settings.kafka, topic)
+    producer = AIOKafkaProducer(
+        bootstrap_servers=settings.kafka.bootstrap_servers, compression_type="zstd"
+    )
+    await producer.start()
+    try:
+        for i, value in enumerate(make_alerts(300, tag=uid) + [b"", b"{"]):
+            headers = [(contract.HOST, b"node-%d" % (i % 3)), ("other", None)][: i % 3]
+            await producer.send(topic, value, key=b"k%d" % (i % 7), headers=headers)
+        await producer.flush()
+    finally:
+        await producer.stop()
+    plain = await read_topic(topic, expect=302)
+    consumer = make_consumer(settings)
+    consumer.subscribe([topic])
+    await consumer.start()
+    ours: list = []
+    try:
+        deadline = time.monotonic() + 30
+        while len(ours) < 302 and time.monotonic() < deadline:
+            for msgs in (await consumer.getmany(timeout_ms=500)).values():
+                ours.extend(msgs)
+    finally:
+        await consumer.stop()
+    assert not any(isinstance(r, ConsumerRecord) for r in ours)
+
+    def rows(records: list, partition_of) -> list:
+        return sorted((partition_of(r), r.offset, r.key, r.value, list(r.headers)) for r in records)
+
+    assert len({r.partition for r in plain}) > 1
+    by_key = {r.key: r.partition for r in plain}
+    assert rows(ours, lambda r: by_key[r.key]) == rows(plain, lambda r: r.partition)
 
 
 async def dead_lettered(prefix: str, uid: str, values: list[bytes]) -> ConsumerSettings:

@@ -4,6 +4,7 @@ import time
 
 import orjson
 from aiokafka import TopicPartition
+from aiokafka.record.default_records import DefaultRecord
 from aiokafka.structs import ConsumerRecord
 
 from ingest import contract
@@ -76,3 +77,50 @@ def test_rejections_become_dead_letters_with_their_record():
         (1, "invalid_json", "normalize", b""),
     ]
     assert batch.size == 3 and batch.ends == {TP: 3}
+
+
+def test_aiokafka_decoded_records_make_the_batch_consumer_records_make():
+    """The consumer's client hands over aiokafka's decoded records (headers a list, no
+    topic or partition); the batch is the same as from ConsumerRecords."""
+    other = tuple((k, b"node-b" if k == contract.HOST else v) for k, v in AGENT)
+    rows = [(0, ALERT, AGENT), (1, b"{", ()), (2, ALERT, ()), (3, ALERT, other), (4, None, ())]
+
+    def batch_of(records: list) -> Batch:
+        batch = Batch()
+        batch.add(TP, records, NOW, Limits())
+        return batch
+
+    made = batch_of([record(o, v, h) for o, v, h in rows])
+    decoded = batch_of([DefaultRecord(o, 0, 0, None, v, list(h)) for o, v, h in rows])
+    assert [(d.doc_id, d.day, d.body) for d in decoded.docs] == [
+        (d.doc_id, d.day, d.body) for d in made.docs
+    ]
+    assert decoded.letters == made.letters and len(made.letters) == 2
+    assert [r.offset for r in decoded.sources] == [0, 2, 3]
+    assert (decoded.size, decoded.nbytes, decoded.ends) == (made.size, made.nbytes, made.ends)
+
+
+def test_a_document_refused_at_index_time_is_dead_lettered_with_its_own_partition():
+    """Records of several partitions in one batch, one fetch all refused: each document's
+    dead letter names the topic, partition and offset of its own record."""
+    a, b, c = (TopicPartition("falco.events", p) for p in (0, 4, 5))
+    batch = Batch()
+    batch.add(a, [record(10, ALERT), record(11, ALERT)], NOW, Limits())
+    batch.add(b, [record(20, b"{")], NOW, Limits())  # no document from this one
+    batch.add(c, [record(30, ALERT), record(31, ALERT)], NOW, Limits())
+    batch.add(a, [record(12, ALERT)], NOW, Limits())
+    where = [
+        (x.topic, x.partition, x.offset)
+        for x in (
+            batch.letter(i, "opensearch_mapper_parsing_exception", "index", "d")
+            for i in range(len(batch.docs))
+        )
+    ]
+    assert where == [
+        ("falco.events", 0, 10),
+        ("falco.events", 0, 11),
+        ("falco.events", 5, 30),
+        ("falco.events", 5, 31),
+        ("falco.events", 0, 12),
+    ]
+    assert [(x.partition, x.offset) for x in batch.letters] == [(4, 20)]
