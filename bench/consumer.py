@@ -40,14 +40,31 @@ from statistics import median
 from common import PY, ROOT, alerts, load_env
 from opensearchpy import AsyncOpenSearch
 
+from ingest import __version__, contract
 from ingest.config import OpsSettings, load
+from ingest.consumer.batch import agent_of
 from ingest.normalize.document import Document, normalize
+from ingest.normalize.timestamps import format_ns
 from ingest.ops.setup import run_setup
 from ingest.sink.bulk import OpenSearchSink
 from ingest.stack import process
 from ingest.stack.kafka import Kafka
 from ingest.stack.layout import Layout
 from ingest.stack.opensearch import OpenSearch
+
+
+def agent_headers(i: int) -> list[tuple[str, bytes]]:
+    """The headers the agent writes on alert ``i``: its host (six hosts, the record's key
+    too), version, input and the time it read the alert, shared by the 100 it read with it."""
+    return [
+        (contract.HOST, b"node-%d" % (i % 6)),
+        (contract.VERSION, __version__.encode()),
+        (contract.INPUT, b"file:/var/log/falco/events.json"),
+        (contract.RECEIVED, format_ns(AGENT_READ_NS + (i // 600) * 10**7)[0].encode()),
+    ]
+
+
+AGENT_READ_NS = time.time_ns()
 
 
 async def produce(topic: str, values: list[bytes]) -> None:
@@ -58,7 +75,8 @@ async def produce(topic: str, values: list[bytes]) -> None:
 
     kafka = KafkaSettings(bootstrap_servers=os.environ["INGEST_KAFKA__BOOTSTRAP_SERVERS"])
     await ensure_topics(kafka, topic)
-    # Batches as the agent writes them: its default codec (the consumers decompress them).
+    # Records as the agent writes them: keyed by host, with its headers, in batches of its
+    # default codec (the consumers decompress them).
     p = AIOKafkaProducer(
         bootstrap_servers=kafka.bootstrap_servers,
         linger_ms=20,
@@ -66,7 +84,10 @@ async def produce(topic: str, values: list[bytes]) -> None:
         compression_type=None if kafka.compression == "none" else kafka.compression,
     )
     await p.start()
-    futs = [await p.send(topic, v, key=str(i % 6).encode()) for i, v in enumerate(values)]
+    futs = [
+        await p.send(topic, v, key=b"node-%d" % (i % 6), headers=agent_headers(i))
+        for i, v in enumerate(values)
+    ]
     await asyncio.gather(*futs)
     await p.stop()
 
@@ -158,8 +179,9 @@ async def raw_bulk_ceiling(
     client: AsyncOpenSearch, prefix: str, topic: str, values: list[bytes]
 ) -> Run:
     now = time.time_ns()
-    # The documents the consumers write, lineage too (produce() keys alert i to i % 6).
-    lineages = [(topic, i % 6, i // 6, None) for i in range(len(values))]
+    # The documents the consumers write, lineage too (the agent's headers included; the
+    # partition and offset numbers are of the same size as the real ones).
+    lineages = [(topic, i % 6, i // 6, agent_of(agent_headers(i))) for i in range(len(values))]
     docs = [
         d
         for v, lineage in zip(values, lineages, strict=True)
