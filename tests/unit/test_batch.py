@@ -60,6 +60,33 @@ def test_each_record_gets_the_lineage_of_its_own_headers_when_they_change():
     assert hosts == ["node-a", "node-a", "node-b", None, "node-a", "node-b", "node-b"]
 
 
+def test_interleaved_hosts_each_get_the_lineage_of_their_own_headers():
+    """Hosts' records interleave in a partition; a host's next read (a new ``received``)
+    gets its own lineage, and a host's earlier headers their own again."""
+
+    def agent(host: bytes, received: bytes) -> list:
+        return [
+            (k, host if k == contract.HOST else received if k == contract.RECEIVED else v)
+            for k, v in AGENT[:4]
+        ]
+
+    a1, a2 = agent(b"a", b"2026-11-26T10:00:01Z"), agent(b"a", b"2026-11-26T10:00:02Z")
+    b1 = agent(b"b", b"2026-11-26T10:00:01Z")
+    heads = [a1, b1, a2, b1, a1, [], a2]
+    batch = Batch()
+    batch.add(TP, [record(i, ALERT, h) for i, h in enumerate(heads)], NOW, Limits())
+    got = [ingest_of(batch, i).get("agent", {}) for i in range(len(heads))]
+    assert [(g.get("host"), g.get("received")) for g in got] == [
+        ("a", "2026-11-26T10:00:01Z"),
+        ("b", "2026-11-26T10:00:01Z"),
+        ("a", "2026-11-26T10:00:02Z"),
+        ("b", "2026-11-26T10:00:01Z"),
+        ("a", "2026-11-26T10:00:01Z"),
+        (None, None),
+        ("a", "2026-11-26T10:00:02Z"),
+    ]
+
+
 def test_headers_of_other_producers_are_not_lineage():
     odd = [("traceparent", b"x"), (contract.HOST, None), ("list", [1])]  # not hashable
     batch = Batch()
