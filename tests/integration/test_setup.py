@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 
 from ingest.config import OpsSettings, load
 from ingest.ops.setup import DRIFT_EXIT, run_setup
@@ -75,6 +76,12 @@ async def test_topics_are_planned_made_and_their_settings_put_back(prefix, uid, 
         await admin.alter_configs([ConfigResource(ConfigResourceType.TOPIC, kafka.dlq_topic, hand)])
     finally:
         await admin.close()
+    # The broker answers the change before every broker describes it: wait until it does (a
+    # clean-clone run planned "no drift" in between).
+    deadline = time.monotonic() + 15
+    while (await topic_settings(kafka, kafka.dlq_topic)).get("retention.ms") != "86400000":
+        assert time.monotonic() < deadline, "the hand change never showed"
+        await asyncio.sleep(0.2)
     capsys.readouterr()
     assert await run_setup(ops, plan_only=True) == DRIFT_EXIT
     out = capsys.readouterr().out
