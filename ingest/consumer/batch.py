@@ -40,25 +40,6 @@ def _agent(headers: tuple[tuple[str, bytes], ...]) -> bytes | None:
     return orjson.dumps(agent) if agent else None
 
 
-def _lineage(
-    headers: Sequence[tuple[str, bytes | None]], known: dict[object, tuple[object, bytes | None]]
-) -> bytes | None:
-    """``agent_of(headers)``, kept in ``known`` by the first header's value (the agent's
-    host) and checked whole: one hash of a short value, not of all eight keys and values."""
-    if not headers:
-        return None
-    try:
-        key = headers[0][1]
-        seen = known.get(key)
-    except TypeError:  # another producer's header, in a form not hashable
-        return agent_of(headers)
-    if seen is not None and seen[0] == headers:
-        return seen[1]
-    agent = agent_of(headers)
-    known[key] = (headers, agent)
-    return agent
-
-
 _AGENT_KEYS = {
     contract.HOST: "host",
     contract.VERSION: "version",
@@ -95,16 +76,15 @@ class Batch:
         self.starts.append(len(docs))
         self.partitions.append(tp)
         nbytes = 0
-        # The records of one agent batch carry equal headers: one compare, not a lookup
-        # that hashes all eight of their fresh keys and values on every record. Several
-        # hosts' records interleave in a partition: their lineages are kept in ``known``.
+        # The agent ships each host's alerts as record batches of their own, their headers
+        # equal within a read: one compare, not a lookup that hashes all eight of their
+        # fresh keys and values on every record.
         last_headers: object = None
         agent = None
-        known: dict[object, tuple[object, bytes | None]] = {}
         for record in records:
             headers = record.headers
             if headers != last_headers:
-                last_headers, agent = headers, _lineage(headers, known)
+                last_headers, agent = headers, agent_of(headers)
             value = record.value or b""
             # normalize() without its own call: the fast path, else the general one
             result = fast(value, record.offset, agent) or general(
