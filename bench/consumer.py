@@ -52,42 +52,56 @@ from ingest.stack.kafka import Kafka
 from ingest.stack.layout import Layout
 from ingest.stack.opensearch import OpenSearch
 
+AGENT_READ_NS = time.time_ns()
+HOSTS, READ = 6, 100  # six hosts; each reads (and ships) its alerts 100 at a time
+
 
 def agent_headers(i: int) -> list[tuple[str, bytes]]:
-    """The headers the agent writes on alert ``i``: its host (six hosts, the record's key
-    too), version, input and the time it read the alert, shared by the 100 it read with it."""
+    """The headers the agent writes on alert ``i``: its host (the record's key too),
+    version, input and the time it read the alert, shared by the alerts of that read."""
     return [
-        (contract.HOST, b"node-%d" % (i % 6)),
+        (contract.HOST, b"node-%d" % (i % HOSTS)),
         (contract.VERSION, __version__.encode()),
         (contract.INPUT, b"file:/var/log/falco/events.json"),
-        (contract.RECEIVED, format_ns(AGENT_READ_NS + (i // 600) * 10**7)[0].encode()),
+        (contract.RECEIVED, format_ns(AGENT_READ_NS + (i // (HOSTS * READ)) * 10**7)[0].encode()),
     ]
-
-
-AGENT_READ_NS = time.time_ns()
 
 
 async def produce(topic: str, values: list[bytes]) -> None:
     from aiokafka import AIOKafkaProducer
+    from aiokafka.partitioner import DefaultPartitioner
 
-    from ingest.config import KafkaSettings
+    from ingest.config import AgentTuning, KafkaSettings
     from ingest.consumer.topics import ensure_topics
 
     kafka = KafkaSettings(bootstrap_servers=os.environ["INGEST_KAFKA__BOOTSTRAP_SERVERS"])
     await ensure_topics(kafka, topic)
-    # Records as the agent writes them: keyed by host, with its headers, in batches of its
-    # default codec (the consumers decompress them).
+    # Records as the agent ships them (ingest/agent/sender.py): alert i is host i % HOSTS's,
+    # each host's read of 100 goes out as record batches of its own, keyed by the host,
+    # with the agent's headers, in its default codec (the consumers decompress them).
     p = AIOKafkaProducer(
         bootstrap_servers=kafka.bootstrap_servers,
-        linger_ms=20,
-        max_batch_size=512 * 1024,
+        max_batch_size=AgentTuning().batch_bytes,
         compression_type=None if kafka.compression == "none" else kafka.compression,
     )
     await p.start()
-    futs = [
-        await p.send(topic, v, key=b"node-%d" % (i % 6), headers=agent_headers(i))
-        for i, v in enumerate(values)
-    ]
+    ordered = sorted(await p.partitions_for(topic))
+    pick = DefaultPartitioner()
+    futs = []
+    for start in range(0, len(values), HOSTS * READ):
+        for host in range(HOSTS):
+            key = b"node-%d" % host
+            partition = pick(key, ordered, ordered)
+            headers = agent_headers(start + host)  # one read's: the same for all of it
+            batch = p.create_batch()
+            for i in range(start + host, min(start + HOSTS * READ, len(values)), HOSTS):
+                while (
+                    batch.append(key=key, value=values[i], timestamp=None, headers=headers) is None
+                ):
+                    futs.append(await p.send_batch(batch, topic, partition=partition))
+                    batch = p.create_batch()
+            if batch.record_count():
+                futs.append(await p.send_batch(batch, topic, partition=partition))
     await asyncio.gather(*futs)
     await p.stop()
 
