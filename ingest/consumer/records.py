@@ -18,6 +18,7 @@ so the consumer gets ConsumerRecords and works the same, only slower.
 
 from __future__ import annotations
 
+import functools
 import inspect
 import logging
 from collections.abc import Sequence
@@ -62,6 +63,7 @@ def install() -> bool:
         log.info("aiokafka records are made into ConsumerRecords (shortcut not installed)")
         return False
 
+    @functools.wraps(original)
     def _consumer_record(self: Any, tp: Any, record: Any) -> Any:
         if self._value_deserializer is raw_value:
             return record
