@@ -7,6 +7,7 @@ import logging
 import random
 from collections.abc import Callable
 
+import orjson
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 from aiokafka.partitioner import DefaultPartitioner
@@ -17,6 +18,13 @@ from ingest.normalize.timestamps import format_ns
 
 log = logging.getLogger(__name__)
 LINGER_S = 0.05
+
+
+def agent_header(host: str, input_name: str, received_ns: int) -> tuple[str, bytes]:
+    """The ``contract.AGENT`` header of the alerts one input accepted together."""
+    received = format_ns(received_ns)[0]
+    lineage = {"host": host, "version": __version__, "input": input_name, "received": received}
+    return contract.AGENT, orjson.dumps(lineage)
 
 
 class KafkaShipper:
@@ -97,19 +105,13 @@ class KafkaShipper:
         partition = self._partitioner(self.key, ordered, ordered)
         futures = []
         batch = producer.create_batch()
-        version = __version__.encode()
         headers: list[tuple[str, bytes]] = []
         shared: tuple[str, int] | None = None
         for e in entries:
-            # Alerts accepted together share input and time: build their headers once.
+            # Alerts accepted together share input and time: build their header once.
             if (e.input, e.received_ns) != shared:
                 shared = (e.input, e.received_ns)
-                headers = [
-                    (contract.HOST, self.key),
-                    (contract.VERSION, version),
-                    (contract.INPUT, e.input.encode()),
-                    (contract.RECEIVED, format_ns(e.received_ns)[0].encode()),
-                ]
+                headers = [agent_header(self.host, e.input, e.received_ns)]
             ts = e.received_ns // 1_000_000
             if batch.append(key=self.key, value=e.value, timestamp=ts, headers=headers) is None:
                 futures.append(await producer.send_batch(batch, self.topic, partition=partition))

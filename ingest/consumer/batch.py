@@ -19,7 +19,7 @@ from ingest.sink.dlq import DeadLetter
 
 
 def agent_of(headers: Sequence[tuple[str, bytes | None]]) -> bytes | None:
-    """The agent's headers of a record, as lineage: a JSON object (None without any)."""
+    """The agent's lineage of a record, as a JSON object (None without any)."""
     if not headers:
         return None
     try:
@@ -29,18 +29,33 @@ def agent_of(headers: Sequence[tuple[str, bytes | None]]) -> bytes | None:
 
 
 @lru_cache(maxsize=256)
-def _agent(headers: tuple[tuple[str, bytes], ...]) -> bytes | None:
-    """The agent's headers as lineage; one agent's records share them, so they are made
-    and encoded once."""
-    agent = {
-        name: value.decode(errors="replace")
-        for key, value in headers
-        if (name := _AGENT_KEYS.get(key)) is not None and value is not None
-    }
+def _agent(headers: tuple[tuple[str, bytes | None], ...]) -> bytes | None:
+    """The agent's lineage, encoded again from the fields it has: what goes into a
+    document is never a producer's bytes as they came. One read's records share their
+    headers, so this runs once for them."""
+    agent: dict[str, str] = {}
+    for key, value in headers:
+        if not isinstance(value, bytes):
+            continue
+        if key == contract.AGENT:
+            agent.update(_lineage(value))
+        elif (name := _OLD_KEYS.get(key)) is not None:
+            agent[name] = value.decode(errors="replace")
     return orjson.dumps(agent) if agent else None
 
 
-_AGENT_KEYS = {
+def _lineage(value: bytes) -> dict[str, str]:
+    """The lineage fields of the agent's header; none if it is not a JSON object."""
+    try:
+        got = orjson.loads(value)
+    except orjson.JSONDecodeError:
+        return {}
+    if not isinstance(got, dict):
+        return {}
+    return {k: v for k in contract.LINEAGE if isinstance(v := got.get(k), str)}
+
+
+_OLD_KEYS = {
     contract.HOST: "host",
     contract.VERSION: "version",
     contract.INPUT: "input",

@@ -17,11 +17,14 @@ from pathlib import Path
 import aiohttp
 import orjson
 
+from ingest import __version__
 from ingest.agent import records
 from ingest.agent.spool import Spool
+from ingest.consumer.runner import run_consumer
+from ingest.normalize.timestamps import parse_rfc3339
 from ingest.stack import process
 from ingest.stack.layout import Layout
-from tests.integration.conftest import make_alerts, read_topic
+from tests.integration.conftest import consumer_settings, make_alerts, os_client, read_topic
 
 
 def start_agent(tmp: Path, topic: str, *inputs: str, **env_over: str) -> subprocess.Popen:
@@ -103,11 +106,12 @@ async def test_file_rotation_both_ways_every_alert_once_byte_identical(stack, tm
     assert (missing[:20], doubled[:20]) == ([], [])
     assert sorted(values) == sorted(lines)  # every alert, once, byte for byte
     first = got[0]
-    headers = dict(first.headers)
     assert first.key == b"test-host"
-    assert headers["falco-ingest.host"] == b"test-host"
-    assert headers["falco-ingest.input"].startswith(b"file:")
-    assert {"falco-ingest.received", "falco-ingest.version"} <= set(headers)
+    assert [name for name, _ in first.headers] == ["falco-ingest.agent"]
+    lineage = orjson.loads(first.headers[0][1])
+    assert (lineage["host"], lineage["version"]) == ("test-host", __version__)
+    assert lineage["input"].startswith(f"file:{tmp_path}")
+    assert set(lineage) == {"host", "version", "input", "received"}
 
 
 async def test_agent_sigkill_mid_file_then_restart_loses_nothing(stack, tmp_path, uid):
@@ -279,7 +283,42 @@ async def test_stdin_program_output_reaches_kafka_and_exits_at_eof(stack, tmp_pa
     assert proc.returncode == 0
     got = await wait_in_kafka(topic, set(alerts))
     assert sorted(m.value for m in got) == sorted(alerts)
-    assert {dict(m.headers)["falco-ingest.input"] for m in got} == {b"stdin"}
+    assert {orjson.loads(dict(m.headers)["falco-ingest.agent"])["input"] for m in got} == {"stdin"}
+
+
+async def test_the_agents_lineage_reaches_the_documents(prefix, tmp_path, uid):
+    """Agent -> Kafka -> consumer: each document says which host, agent version and input
+    read its alert, and when."""
+    topic = f"a-{uid}"
+    alerts = make_alerts(50, tag=uid)
+    before = time.time_ns()
+    env = dict(
+        os.environ,
+        INGEST_KAFKA__TOPIC=topic,
+        INGEST_AGENT__STATE_DIR=str(tmp_path / "s"),
+        INGEST_AGENT__HOSTNAME="lineage-host",
+        INGEST_METRICS_PORT="0",
+        INGEST_LOG_LEVEL="WARNING",
+    )
+    proc = subprocess.run(
+        [sys.executable, "-m", "ingest.cli", "agent", "--input", "stdin"],
+        input=b"\n".join(alerts) + b"\n",
+        env=env,
+        timeout=120,
+    )
+    assert proc.returncode == 0
+    stats = await run_consumer(consumer_settings(topic, prefix), stop_when_idle=3)
+    assert stats.indexed == 50
+    async with os_client() as client:
+        await client.indices.refresh(index=prefix)
+        resp = await client.search(index=prefix, body={"size": 100})
+    lineages = [h["_source"]["@ingest"]["agent"] for h in resp["hits"]["hits"]]
+    assert len(lineages) == 50
+    assert {(a["host"], a["version"], a["input"]) for a in lineages} == {
+        ("lineage-host", __version__, "stdin")
+    }
+    received = {parse_rfc3339(a["received"]) for a in lineages}
+    assert all(before <= ns <= time.time_ns() for ns in received)
 
 
 def _certs(d: Path) -> dict[str, Path]:

@@ -3,11 +3,13 @@
 import time
 
 import orjson
+import pytest
 from aiokafka import TopicPartition
 from aiokafka.record.default_records import DefaultRecord
 from aiokafka.structs import ConsumerRecord
 
-from ingest import contract
+from ingest import __version__, contract
+from ingest.agent.sender import agent_header
 from ingest.consumer.batch import Batch
 from ingest.normalize.document import Limits
 from ingest.normalize.timestamps import format_ns
@@ -15,11 +17,22 @@ from ingest.normalize.timestamps import format_ns
 TP = TopicPartition("falco.events", 3)
 NOW = time.time_ns()
 ALERT = orjson.dumps({"rule": "r", "priority": "Debug", "time": format_ns(NOW)[0], "output": "x"})
-AGENT = (
+RECEIVED = "2026-11-26T10:00:00.000000000Z"
+LINEAGE = {"host": "node-a", "version": "0.1.0", "input": "file:/var/log/falco.json"}
+
+
+def agent(host: str = "node-a", received: str = RECEIVED) -> tuple:
+    """The agent's headers: its lineage as one JSON header, and another producer's."""
+    lineage = orjson.dumps({**LINEAGE, "host": host, "received": received})
+    return ((contract.AGENT, lineage), ("traceparent", b"00-abc-01"))
+
+
+AGENT = agent()
+OLD_AGENT = (  # earlier agents: the lineage in four headers
     (contract.HOST, b"node-a"),
     (contract.VERSION, b"0.1.0"),
     (contract.INPUT, b"file:/var/log/falco.json"),
-    (contract.RECEIVED, b"2026-11-26T10:00:00.000000000Z"),
+    (contract.RECEIVED, RECEIVED.encode()),
     ("traceparent", b"00-abc-01"),
 )
 
@@ -35,9 +48,10 @@ def ingest_of(batch: Batch, i: int) -> dict:
     return orjson.loads(batch.docs[i].body)["@ingest"]
 
 
-def test_lineage_from_kafka_and_the_agent_headers():
+@pytest.mark.parametrize("headers", [AGENT, OLD_AGENT], ids=["one header", "four headers"])
+def test_lineage_from_kafka_and_the_agent_headers(headers):
     batch = Batch()
-    batch.add(TP, [record(7, ALERT, AGENT), record(8, ALERT)], NOW, Limits())
+    batch.add(TP, [record(7, ALERT, headers), record(8, ALERT)], NOW, Limits())
     first, second = ingest_of(batch, 0), ingest_of(batch, 1)
     assert (first["topic"], first["partition"], first["offset"]) == ("falco.events", 3, 7)
     assert first["agent"] == {
@@ -50,10 +64,49 @@ def test_lineage_from_kafka_and_the_agent_headers():
     assert batch.ends == {TP: 9} and batch.size == 2
 
 
+def test_an_older_agents_four_headers_make_the_same_document():
+    """A fleet mid-upgrade: both forms of lineage give byte-equal documents."""
+    new, old = Batch(), Batch()
+    new.add(TP, [record(7, ALERT, AGENT)], NOW, Limits())
+    old.add(TP, [record(7, ALERT, OLD_AGENT)], NOW, Limits())
+    assert new.docs[0].body == old.docs[0].body
+
+
+def test_the_header_the_agent_writes_is_the_lineage_the_document_carries():
+    name, value = agent_header("node-z", "stdin", NOW)
+    batch = Batch()
+    batch.add(TP, [record(0, ALERT, [(name, value)])], NOW, Limits())
+    assert ingest_of(batch, 0)["agent"] == {
+        "host": "node-z",
+        "version": __version__,
+        "input": "stdin",
+        "received": format_ns(NOW)[0],
+    }
+
+
+@pytest.mark.parametrize(
+    "value",
+    [b"{", b"[1]", b'"node-a"', b"null", b'{"host": 7, "input": ["x"]}', b"\xff\xfe"],
+)
+def test_an_agent_header_that_is_not_a_lineage_object_is_not_lineage(value):
+    batch = Batch()
+    batch.add(TP, [record(0, ALERT, [(contract.AGENT, value)])], NOW, Limits())
+    assert len(batch.docs) == 1 and "agent" not in ingest_of(batch, 0)
+
+
+def test_only_the_lineage_fields_of_the_agent_header_are_copied():
+    """The header's bytes never go into a document as they came: what is not a lineage
+    field (or not a string) stays out, and the rest is encoded again."""
+    value = b'{"host": "h", "received": 5, "x": "y", "input": "in\\u0000"}'
+    batch = Batch()
+    batch.add(TP, [record(0, ALERT, [(contract.AGENT, value)])], NOW, Limits())
+    assert ingest_of(batch, 0)["agent"] == {"host": "h", "input": "in\x00"}
+
+
 def test_each_record_gets_the_lineage_of_its_own_headers_when_they_change():
     """Consecutive records with equal headers share their lineage; any change is seen."""
-    other = tuple((k, b"node-b" if k == contract.HOST else v) for k, v in AGENT)
-    heads = [AGENT, AGENT, other, (), AGENT, other, other]
+    other = agent(host="node-b")
+    heads = [AGENT, AGENT, other, (), OLD_AGENT, other, other]
     batch = Batch()
     batch.add(TP, [record(i, ALERT, h) for i, h in enumerate(heads)], NOW, Limits())
     hosts = [ingest_of(batch, i).get("agent", {}).get("host") for i in range(len(heads))]
@@ -63,15 +116,8 @@ def test_each_record_gets_the_lineage_of_its_own_headers_when_they_change():
 def test_interleaved_hosts_each_get_the_lineage_of_their_own_headers():
     """Hosts' records interleave in a partition; a host's next read (a new ``received``)
     gets its own lineage, and a host's earlier headers their own again."""
-
-    def agent(host: bytes, received: bytes) -> list:
-        return [
-            (k, host if k == contract.HOST else received if k == contract.RECEIVED else v)
-            for k, v in AGENT[:4]
-        ]
-
-    a1, a2 = agent(b"a", b"2026-11-26T10:00:01Z"), agent(b"a", b"2026-11-26T10:00:02Z")
-    b1 = agent(b"b", b"2026-11-26T10:00:01Z")
+    a1, a2 = agent("a", "2026-11-26T10:00:01Z"), agent("a", "2026-11-26T10:00:02Z")
+    b1 = agent("b", "2026-11-26T10:00:01Z")
     heads = [a1, b1, a2, b1, a1, [], a2]
     batch = Batch()
     batch.add(TP, [record(i, ALERT, h) for i, h in enumerate(heads)], NOW, Limits())
@@ -88,7 +134,7 @@ def test_interleaved_hosts_each_get_the_lineage_of_their_own_headers():
 
 
 def test_headers_of_other_producers_are_not_lineage():
-    odd = [("traceparent", b"x"), (contract.HOST, None), ("list", [1])]  # not hashable
+    odd = [("traceparent", b"x"), (contract.HOST, None), (contract.AGENT, None), ("l", [1])]
     batch = Batch()
     batch.add(TP, [record(0, ALERT, odd), record(1, ALERT, (("k", b"v"),))], NOW, Limits())
     assert "agent" not in ingest_of(batch, 0)
@@ -109,8 +155,14 @@ def test_rejections_become_dead_letters_with_their_record():
 def test_aiokafka_decoded_records_make_the_batch_consumer_records_make():
     """The consumer's client hands over aiokafka's decoded records (headers a list, no
     topic or partition); the batch is the same as from ConsumerRecords."""
-    other = tuple((k, b"node-b" if k == contract.HOST else v) for k, v in AGENT)
-    rows = [(0, ALERT, AGENT), (1, b"{", ()), (2, ALERT, ()), (3, ALERT, other), (4, None, ())]
+    other = agent(host="node-b")
+    rows = [
+        (0, ALERT, AGENT),
+        (1, b"{", ()),
+        (2, ALERT, OLD_AGENT),
+        (3, ALERT, other),
+        (4, None, ()),
+    ]
 
     def batch_of(records: list) -> Batch:
         batch = Batch()
