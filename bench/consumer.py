@@ -40,11 +40,10 @@ from statistics import median
 from common import PY, ROOT, alerts, load_env
 from opensearchpy import AsyncOpenSearch
 
-from ingest import __version__, contract
+from ingest.agent.sender import agent_header
 from ingest.config import OpsSettings, load
 from ingest.consumer.batch import agent_of
 from ingest.normalize.document import Document, normalize
-from ingest.normalize.timestamps import format_ns
 from ingest.ops.setup import run_setup
 from ingest.sink.bulk import OpenSearchSink
 from ingest.stack import process
@@ -57,14 +56,10 @@ HOSTS, READ = 6, 100  # six hosts; each reads (and ships) its alerts 100 at a ti
 
 
 def agent_headers(i: int) -> list[tuple[str, bytes]]:
-    """The headers the agent writes on alert ``i``: its host (the record's key too),
-    version, input and the time it read the alert, shared by the alerts of that read."""
-    return [
-        (contract.HOST, b"node-%d" % (i % HOSTS)),
-        (contract.VERSION, __version__.encode()),
-        (contract.INPUT, b"file:/var/log/falco/events.json"),
-        (contract.RECEIVED, format_ns(AGENT_READ_NS + (i // (HOSTS * READ)) * 10**7)[0].encode()),
-    ]
+    """The headers the agent writes on alert ``i``: its lineage (host, the record's key
+    too; version; input; the time it read the alert, shared by the alerts of that read)."""
+    received = AGENT_READ_NS + (i // (HOSTS * READ)) * 10**7
+    return [agent_header(f"node-{i % HOSTS}", "file:/var/log/falco/events.json", received)]
 
 
 async def produce(topic: str, values: list[bytes]) -> None:
