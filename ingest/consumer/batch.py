@@ -141,4 +141,5 @@ def dead_letter(
         topic=tp.topic,
         partition=tp.partition,
         offset=record.offset,
+        source_headers=tuple(record.headers or ()),
     )

@@ -1,4 +1,5 @@
-"""The dead-letter topic: original bytes unchanged, the reason and the source in headers."""
+"""The dead-letter topic: original bytes and headers unchanged, the reason and the source in
+headers of its own."""
 
 from __future__ import annotations
 
@@ -28,9 +29,15 @@ class DeadLetter:
     topic: str
     partition: int
     offset: int
+    source_headers: tuple[tuple[str, bytes | None], ...] = ()
 
-    def headers(self) -> list[tuple[str, bytes]]:
-        return [
+    def headers(self) -> list[tuple[str, bytes | None]]:
+        """The record's own headers (the agent's lineage among them, so a replay keeps it),
+        then the dead letter's. The ``dlq.*`` ones of an earlier dead letter of the same alert
+        (replayed, and refused again) are left out: each dead letter says why this time, and
+        an alert that goes round does not gather headers."""
+        kept = [(k, v) for k, v in self.source_headers if not k.startswith("dlq.")]
+        return kept + [
             ("dlq.reason", self.reason.encode()),
             ("dlq.stage", self.stage.encode()),
             ("dlq.detail", self.detail.encode()[:1000]),

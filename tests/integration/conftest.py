@@ -121,7 +121,11 @@ def make_alerts(n: int, tag: str = "", start_ns: int | None = None) -> list[byte
 
 
 async def produce(
-    topic: str, values: list[bytes], key: bytes = b"h", compression: str | None = None
+    topic: str,
+    values: list[bytes],
+    key: bytes = b"h",
+    compression: str | None = None,
+    headers: list[tuple[str, bytes]] | None = None,
 ) -> None:
     producer = AIOKafkaProducer(
         bootstrap_servers=os.environ["INGEST_KAFKA__BOOTSTRAP_SERVERS"],
@@ -131,7 +135,7 @@ async def produce(
     )
     await producer.start()
     try:
-        futures = [await producer.send(topic, v, key=key) for v in values]
+        futures = [await producer.send(topic, v, key=key, headers=headers) for v in values]
         for fut in futures:
             await fut
     finally:

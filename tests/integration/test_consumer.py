@@ -15,6 +15,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.structs import ConsumerRecord
 
 from ingest import contract
+from ingest.agent.sender import agent_header
 from ingest.config import ConsumerSettings
 from ingest.consumer.records import make_consumer
 from ingest.consumer.runner import run_consumer
@@ -214,6 +215,32 @@ async def test_dlq_replay_refeeds_the_main_topic(prefix, uid):
     main = await read_topic(settings.kafka.topic, expect=4)
     replayed = [m for m in main if any(h.startswith("dlq.replayed.") for h, _ in m.headers)]
     assert sorted(m.value for m in replayed) == [b"garbage-1", b"garbage-2"]
+
+
+async def test_a_replayed_alert_keeps_the_agents_lineage(prefix, uid):
+    """A host's clock ran ahead: its alerts are dead-lettered as too far in the future,
+    with the agent's header; the operator allows more and replays them; the documents say
+    which agent read them."""
+    topic = f"c-{uid}"
+    ahead = make_alerts(20, tag=uid, start_ns=time.time_ns() + 2 * 3600 * 10**9)
+    header = agent_header("clock-ahead", "file:/var/log/falco.json", time.time_ns())
+    await produce(topic, ahead, headers=[header, ("dlq.reason", b"stale")])
+    settings = consumer_settings(topic, prefix, max_future_s=60)
+    stats = await run_consumer(settings, stop_when_idle=3)
+    assert stats.dead_lettered == {"too_far_in_future": 20}
+    letters = await read_topic(settings.kafka.dlq_topic, expect=20)
+    assert all(m.headers[0] == header for m in letters)
+    assert all(
+        [v for k, v in m.headers if k == "dlq.reason"] == [b"too_far_in_future"] for m in letters
+    )
+    assert await replay_dlq(settings, idle_s=2) == 20
+    allowed = consumer_settings(topic, prefix, max_future_s=3 * 3600)
+    assert (await run_consumer(allowed, stop_when_idle=3)).indexed == 20
+    async with os_client() as client:
+        await client.indices.refresh(index=prefix)
+        hits = (await client.search(index=prefix, body={"size": 50}))["hits"]["hits"]
+    assert len(hits) == 20
+    assert {h["_source"]["@ingest"]["agent"]["host"] for h in hits} == {"clock-ahead"}
 
 
 async def test_dlq_replay_of_one_reason_leaves_the_others_for_a_full_replay(prefix, uid):

@@ -152,6 +152,25 @@ def test_rejections_become_dead_letters_with_their_record():
     assert batch.size == 3 and batch.ends == {TP: 3}
 
 
+def test_a_dead_letter_keeps_its_records_headers_but_not_an_earlier_dead_letters():
+    """The agent's header stays with the alert into the DLQ (a replay keeps its lineage);
+    the reason of an earlier round does not (each dead letter says why this time)."""
+    earlier = [("dlq.reason", b"bad_priority"), ("dlq.replayed.stage", b"normalize")]
+    batch = Batch()
+    batch.add(TP, [record(5, b"{", [*AGENT, *earlier])], NOW, Limits())
+    headers = batch.letters[0].headers()
+    assert headers[: len(AGENT)] == list(AGENT)
+    assert [v for k, v in headers if k == "dlq.reason"] == [b"invalid_json"]
+    assert [k for k, _ in headers if k.startswith("dlq.")] == [
+        "dlq.reason",
+        "dlq.stage",
+        "dlq.detail",
+        "dlq.source.topic",
+        "dlq.source.partition",
+        "dlq.source.offset",
+    ]
+
+
 def test_aiokafka_decoded_records_make_the_batch_consumer_records_make():
     """The consumer's client hands over aiokafka's decoded records (headers a list, no
     topic or partition); the batch is the same as from ConsumerRecords."""
