@@ -137,6 +137,8 @@ class Run:
     broker: float
     idle: float
     steal: float
+    merges: float = 0.0  # ms of the node's merge threads per 1000 alerts (merges finished)
+    gc: float = 0.0  # ms of the node's JVM garbage collection per 1000 alerts
 
     @property
     def node_cores(self) -> float:
@@ -145,15 +147,35 @@ class Run:
         return self.rate * self.node / 1e6
 
 
-class Meter:
-    """CPU seconds of a process, the node and the broker, from a start to a stop."""
+async def node_work(client: AsyncOpenSearch) -> tuple[float, float]:
+    """(merge, GC) milliseconds of the node since it started: where its CPU per document
+    goes besides indexing, to tell a slow half hour from a loader's doing."""
+    r = await client.transport.perform_request(
+        "GET",
+        "/_nodes/stats/indices,jvm",
+        params={
+            "filter_path": "nodes.*.indices.merges.total_time_in_millis,"
+            "nodes.*.jvm.gc.collectors.*.collection_time_in_millis"
+        },
+    )
+    merges = gc = 0.0
+    for node in r["nodes"].values():
+        merges += node["indices"]["merges"]["total_time_in_millis"]
+        gc += sum(c["collection_time_in_millis"] for c in node["jvm"]["gc"]["collectors"].values())
+    return merges, gc
 
-    def __init__(self, pid: int) -> None:
+
+class Meter:
+    """CPU seconds of a process, the node and the broker, from a start to a stop; the
+    node's merge and GC time over the same window (``work``: ``node_work()`` at each end)."""
+
+    def __init__(self, pid: int, work: tuple[float, float] = (0.0, 0.0)) -> None:
+        self.work0 = work
         self.pids = (pid, *stack_pids())
         self.t0, self.cpu0 = time.perf_counter(), [_cpu_seconds(p) for p in self.pids]
         self.idle0, self.steal0, self.total0 = _machine()
 
-    def stop(self, alerts: int) -> Run:
+    def stop(self, alerts: int, work: tuple[float, float] = (0.0, 0.0)) -> Run:
         wall = time.perf_counter() - self.t0
         cpu = [_cpu_seconds(p) - c for p, c in zip(self.pids, self.cpu0, strict=True)]
         own, node, broker = (1e6 * c / alerts for c in cpu)
@@ -166,6 +188,8 @@ class Meter:
             broker,
             (idle - self.idle0) / ticks,
             (steal - self.steal0) / ticks,
+            1000 * (work[0] - self.work0[0]) / alerts,
+            1000 * (work[1] - self.work0[1]) / alerts,
         )
 
 
@@ -211,11 +235,11 @@ async def raw_bulk_ceiling(
                 headers={"content-type": "application/x-ndjson"},
             )
 
-    meter = Meter(os.getpid())
+    meter = Meter(os.getpid(), await node_work(client))
     await asyncio.gather(*(send(b) for b in bodies))
     while await count(client, prefix) < len(values):
         await asyncio.sleep(0.1)
-    return meter.stop(len(values))
+    return meter.stop(len(values), await node_work(client))
 
 
 def pin(pid: int, cpus: set[int]) -> None:
@@ -257,10 +281,10 @@ async def timed_process(
     proc = await asyncio.create_subprocess_exec(*cmd, env=env, stdout=asyncio.subprocess.DEVNULL)
     while (first := await count(client, prefix)) == 0:
         await asyncio.sleep(0.05)
-    meter = Meter(proc.pid)
+    meter = Meter(proc.pid, await node_work(client))
     while await count(client, prefix) < n:
         await asyncio.sleep(0.1)
-    run = meter.stop(n - first)
+    run = meter.stop(n - first, await node_work(client))
     proc.terminate()
     await proc.wait()
     return run
@@ -355,7 +379,8 @@ async def main() -> None:
                     f"round {i + 1}: "
                     + ", ".join(
                         f"{who} {r[who].rate:,.0f}/s {1e6 / r[who].own:,.0f}/CPU-s "
-                        f"(node {r[who].node:.0f} ms, {r[who].node_cores:.2f} cores)"
+                        f"(node {r[who].node:.0f} ms: merges {r[who].merges:.0f}, "
+                        f"gc {r[who].gc:.0f}; {r[who].node_cores:.2f} cores)"
                         for who in ("raw", "ours", "naive")
                     ),
                     flush=True,
