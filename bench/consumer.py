@@ -175,7 +175,8 @@ class Meter:
         self.t0, self.cpu0 = time.perf_counter(), [_cpu_seconds(p) for p in self.pids]
         self.idle0, self.steal0, self.total0 = _machine()
 
-    def stop(self, alerts: int, work: tuple[float, float] = (0.0, 0.0)) -> Run:
+    def stop(self, alerts: int) -> Run:
+        """Read at once when the last document is in: the baseline exits by itself then."""
         wall = time.perf_counter() - self.t0
         cpu = [_cpu_seconds(p) - c for p, c in zip(self.pids, self.cpu0, strict=True)]
         own, node, broker = (1e6 * c / alerts for c in cpu)
@@ -188,9 +189,12 @@ class Meter:
             broker,
             (idle - self.idle0) / ticks,
             (steal - self.steal0) / ticks,
-            1000 * (work[0] - self.work0[0]) / alerts,
-            1000 * (work[1] - self.work0[1]) / alerts,
         )
+
+    def add_work(self, run: Run, work: tuple[float, float], alerts: int) -> Run:
+        run.merges = 1000 * (work[0] - self.work0[0]) / alerts
+        run.gc = 1000 * (work[1] - self.work0[1]) / alerts
+        return run
 
 
 def stack_pids() -> tuple[int, int]:
@@ -239,7 +243,8 @@ async def raw_bulk_ceiling(
     await asyncio.gather(*(send(b) for b in bodies))
     while await count(client, prefix) < len(values):
         await asyncio.sleep(0.1)
-    return meter.stop(len(values), await node_work(client))
+    run = meter.stop(len(values))
+    return meter.add_work(run, await node_work(client), len(values))
 
 
 def pin(pid: int, cpus: set[int]) -> None:
@@ -284,7 +289,7 @@ async def timed_process(
     meter = Meter(proc.pid, await node_work(client))
     while await count(client, prefix) < n:
         await asyncio.sleep(0.1)
-    run = meter.stop(n - first, await node_work(client))
+    run = meter.add_work(meter.stop(n - first), await node_work(client), n - first)
     proc.terminate()
     await proc.wait()
     return run
