@@ -11,9 +11,11 @@ left idle, and how many cores the node was kept busy (the rate times its CPU per
 a figure the node's drifting pace does not move). Needs the stack: ./dev stack up.
     .venv/bin/python bench/consumer.py [N] [--rounds R]
 
-The machine's speed varies from minute to minute (a shared 2-core VM), so the three run in
-rounds, one after the other, the order turning from round to round, and the medians and
-each round's ratios are printed. Each run starts on a quiet node: the one before it has its
+The machine's speed varies from minute to minute (a shared 2-core VM), so they run in
+rounds, one after the other: the ceiling, ours, the ceiling again (ours is compared with
+the geometric mean of the two, which cancels a drift that only rose or fell meanwhile), and
+the baseline first in odd rounds, last in even ones; the medians and each round's ratios
+are printed. Each run starts on a quiet node: the one before it has its
 indices deleted and its merges finished (a run right after the fast ceiling otherwise pays
 for the ceiling's merges).
 
@@ -317,19 +319,22 @@ def commands(
 async def one_round(
     client: AsyncOpenSearch, topic: str, values: list[bytes], tag: str, first: int
 ) -> dict[str, Run]:
-    """The ceiling, ours and the baseline, one after the other on the same node, starting
-    with the ``first``-th of them (the order turns from round to round). Each run's indices
-    are deleted once it is measured and the node left to finish its merges, so no run pays
-    for the one before it."""
+    """Ours between two runs of the ceiling (``raw``, ``raw2``), and the baseline before
+    them in odd rounds and after them in even ones, one after the other on the same node.
+    The node's pace drifts from minute to minute: ours is compared with the ceiling's runs
+    on either side of it, so a drift that only rose or fell over the three runs cancels.
+    Each run's indices are deleted once it is measured and the node left to finish its
+    merges, so no run pays for the one before it."""
     n = len(values)
-    order = ["raw", "ours", "naive"]
-    order = order[first % 3 :] + order[: first % 3]
+    order = ["raw", "ours", "raw2", "naive"]
+    if first % 2:
+        order = ["naive", *order[:3]]
     out: dict[str, Run] = {}
     for who in order:
         prefix = f"bench-{who}-{tag}"
         await setup_prefix(prefix)
         try:
-            if who == "raw":
+            if who.startswith("raw"):
                 out[who] = await raw_bulk_ceiling(client, prefix, topic, values)
             else:
                 cmd, env = commands(topic, tag, prefix, n, who)
@@ -338,6 +343,12 @@ async def one_round(
             await client.indices.delete(index=f"{prefix}-*", ignore_unavailable=True)
         await settle(client)
     return out
+
+
+def bracketed(r: dict[str, Run], what: str) -> float:
+    """Ours over the ceiling runs either side of it (their geometric mean), by ``what``."""
+    ours, before, after = (getattr(r[w], what) for w in ("ours", "raw", "raw2"))
+    return ours / (before * after) ** 0.5
 
 
 async def settle(client: AsyncOpenSearch, limit_s: float = 60.0) -> None:
@@ -386,7 +397,7 @@ async def main() -> None:
                         f"{who} {r[who].rate:,.0f}/s {1e6 / r[who].own:,.0f}/CPU-s "
                         f"(node {r[who].node:.0f} ms: merges {r[who].merges:.0f}, "
                         f"gc {r[who].gc:.0f}; {r[who].node_cores:.2f} cores)"
-                        for who in ("raw", "ours", "naive")
+                        for who in ("raw", "ours", "raw2", "naive")
                     ),
                     flush=True,
                 )
@@ -397,7 +408,8 @@ async def main() -> None:
 
 def report(rounds: list[dict[str, Run]], n: int, split: bool) -> None:
     def med(who: str, what: str) -> float:
-        return median(getattr(r[who], what) for r in rounds)
+        whose = ("raw", "raw2") if who == "raw" else (who,)
+        return median(getattr(r[w], what) for r in rounds for w in whose)
 
     where = "OpenSearch on CPU 0, the rest on CPU 1" if split else "sharing 2 CPUs"
     print(f"\n{n} alerts, one topic (6 partitions), one OpenSearch node ({where})")
@@ -420,11 +432,11 @@ def report(rounds: list[dict[str, Run]], n: int, split: bool) -> None:
     for label, ratios in (
         (
             "ours / raw ceiling (goal >= 0.90):         ",
-            [r["ours"].rate / r["raw"].rate for r in rounds],
+            [bracketed(r, "rate") for r in rounds],
         ),
         (
             "ours / raw, node cores kept busy:          ",
-            [r["ours"].node_cores / r["raw"].node_cores for r in rounds],
+            [bracketed(r, "node_cores") for r in rounds],
         ),
         (
             "ours / naive, alerts per CPU-s (goal >= 3):",
