@@ -264,23 +264,26 @@ async def test_oversized_alert_is_kept_in_the_reject_file(stack, tmp_path, uid):
     assert (tmp_path / "state" / "rejected.jsonl").read_bytes() == big + b"\n"
 
 
-async def test_stdin_program_output_reaches_kafka_and_exits_at_eof(stack, tmp_path, uid):
-    topic = f"a-{uid}"
-    alerts = make_alerts(300, tag=uid)
+def agent_over_stdin(tmp: Path, topic: str, alerts: list[bytes], **env_over: str) -> int:
+    """``falco-ingest agent --input stdin`` fed ``alerts`` as Falco's program_output would;
+    its exit code once it has read them all and shipped them."""
     env = dict(
         os.environ,
         INGEST_KAFKA__TOPIC=topic,
-        INGEST_AGENT__STATE_DIR=str(tmp_path / "s"),
+        INGEST_AGENT__STATE_DIR=str(tmp / "s"),
         INGEST_METRICS_PORT="0",
         INGEST_LOG_LEVEL="WARNING",
+        **env_over,
     )
-    proc = subprocess.run(
-        [sys.executable, "-m", "ingest.cli", "agent", "--input", "stdin"],
-        input=b"\n".join(alerts) + b"\n",
-        env=env,
-        timeout=120,
-    )
-    assert proc.returncode == 0
+    cmd = [sys.executable, "-m", "ingest.cli", "agent", "--input", "stdin"]
+    stdin = b"\n".join(alerts) + b"\n"
+    return subprocess.run(cmd, input=stdin, env=env, timeout=120).returncode
+
+
+async def test_stdin_program_output_reaches_kafka_and_exits_at_eof(stack, tmp_path, uid):
+    topic = f"a-{uid}"
+    alerts = make_alerts(300, tag=uid)
+    assert agent_over_stdin(tmp_path, topic, alerts) == 0
     got = await wait_in_kafka(topic, set(alerts))
     assert sorted(m.value for m in got) == sorted(alerts)
     assert {orjson.loads(dict(m.headers)["falco-ingest.agent"])["input"] for m in got} == {"stdin"}
@@ -292,21 +295,7 @@ async def test_the_agents_lineage_reaches_the_documents(prefix, tmp_path, uid):
     topic = f"a-{uid}"
     alerts = make_alerts(50, tag=uid)
     before = time.time_ns()
-    env = dict(
-        os.environ,
-        INGEST_KAFKA__TOPIC=topic,
-        INGEST_AGENT__STATE_DIR=str(tmp_path / "s"),
-        INGEST_AGENT__HOSTNAME="lineage-host",
-        INGEST_METRICS_PORT="0",
-        INGEST_LOG_LEVEL="WARNING",
-    )
-    proc = subprocess.run(
-        [sys.executable, "-m", "ingest.cli", "agent", "--input", "stdin"],
-        input=b"\n".join(alerts) + b"\n",
-        env=env,
-        timeout=120,
-    )
-    assert proc.returncode == 0
+    assert agent_over_stdin(tmp_path, topic, alerts, INGEST_AGENT__HOSTNAME="lineage-host") == 0
     stats = await run_consumer(consumer_settings(topic, prefix), stop_when_idle=3)
     assert stats.indexed == 50
     async with os_client() as client:
