@@ -92,8 +92,8 @@ class Batch:
         self.partitions.append(tp)
         nbytes = 0
         # The agent ships each host's alerts as record batches of their own, their headers
-        # equal within a read: one compare, not a lookup that hashes all eight of their
-        # fresh keys and values on every record.
+        # equal within a read: one compare, not a lookup that hashes the headers' fresh
+        # keys and values on every record.
         last_headers: object = None
         agent = None
         for record in records:
