@@ -318,6 +318,8 @@ class Spool:
                 if int(old.stem) < entry.segment:
                     old.unlink(missing_ok=True)
                     self._new_format.pop(int(old.stem), None)
+            # Damage already logged in deleted segments is never read again.
+            self._damage_seen = {d for d in self._damage_seen if d[0] >= entry.segment}
         self._pending = max(0, self._pending - freed)
         metrics.AGENT_SPOOL_BYTES.set(self._pending)
 

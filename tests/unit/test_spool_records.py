@@ -69,6 +69,7 @@ def test_zeros_and_a_huge_length_in_a_finished_segment_do_not_stall_the_reader(t
         again.ack(batch[-1])
     assert got == [b'{"n":%d}' % i for i in range(6) if i != 0]
     assert again.pending_bytes == 0
+    assert again._damage_seen == set()  # the damaged segment is gone, and its marks with it
     again.close()
 
 
