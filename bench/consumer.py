@@ -32,6 +32,7 @@ import asyncio
 import contextlib
 import io
 import os
+import subprocess
 import time
 import uuid
 from collections.abc import Iterator
@@ -284,17 +285,25 @@ async def timed_process(
     cmd: list[str], env: dict[str, str], client: AsyncOpenSearch, prefix: str, n: int
 ) -> Run:
     """Steady state, from the first stored document to the last (start-up and group join
-    left out for both consumers alike)."""
-    proc = await asyncio.create_subprocess_exec(*cmd, env=env, stdout=asyncio.subprocess.DEVNULL)
-    while (first := await count(client, prefix)) == 0:
-        await asyncio.sleep(0.05)
-    meter = Meter(proc.pid, await node_work(client))
-    while await count(client, prefix) < n:
-        await asyncio.sleep(0.1)
-    run = meter.add_work(meter.stop(n - first), await node_work(client), n - first)
-    proc.terminate()
-    await proc.wait()
-    return run
+    left out for both consumers alike).
+
+    A ``Popen`` child, not asyncio's: asyncio reaps a child the moment it exits, and the
+    baseline exits by itself once its last bulk is in, which could be before its CPU time
+    was read from ``/proc``. A child nobody has waited for stays there, CPU times and all,
+    until ``wait()``."""
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL)
+    try:
+        while (first := await count(client, prefix)) == 0:
+            if proc.poll() is not None:
+                raise RuntimeError(f"{cmd[1:3]} exited ({proc.returncode}) before storing anything")
+            await asyncio.sleep(0.05)
+        meter = Meter(proc.pid, await node_work(client))
+        while await count(client, prefix) < n:
+            await asyncio.sleep(0.1)
+        return meter.add_work(meter.stop(n - first), await node_work(client), n - first)
+    finally:
+        proc.terminate()
+        await asyncio.to_thread(proc.wait)
 
 
 def commands(
