@@ -140,8 +140,8 @@ class Run:
     broker: float
     idle: float
     steal: float
-    merges: float = 0.0  # ms of the node's merge threads per 1000 alerts (merges finished)
-    gc: float = 0.0  # ms of the node's JVM garbage collection per 1000 alerts
+    merges: float  # ms of the node's merge threads per 1000 alerts (merges finished)
+    gc: float  # ms of the node's JVM garbage collection per 1000 alerts
 
     @property
     def node_cores(self) -> float:
@@ -172,19 +172,21 @@ class Meter:
     """CPU seconds of a process, the node and the broker, from a start to a stop; the
     node's merge and GC time over the same window (``work``: ``node_work()`` at each end)."""
 
-    def __init__(self, pid: int, work: tuple[float, float] = (0.0, 0.0)) -> None:
+    def __init__(self, pid: int, work: tuple[float, float]) -> None:
         self.work0 = work
         self.pids = (pid, *stack_pids())
         self.t0, self.cpu0 = time.perf_counter(), [_cpu_seconds(p) for p in self.pids]
         self.idle0, self.steal0, self.total0 = _machine()
 
-    def stop(self, alerts: int) -> Run:
-        """Read at once when the last document is in: the baseline exits by itself then."""
+    async def stop(self, alerts: int, client: AsyncOpenSearch) -> Run:
+        """The run's figures over ``alerts``: the CPU times first, then the node's merge and
+        GC time (one more request, so after the CPU is read)."""
         wall = time.perf_counter() - self.t0
         cpu = [_cpu_seconds(p) - c for p, c in zip(self.pids, self.cpu0, strict=True)]
         own, node, broker = (1e6 * c / alerts for c in cpu)
         idle, steal, total = _machine()
         ticks = max(1, total - self.total0)
+        merges, gc = await node_work(client)
         return Run(
             alerts / wall,
             own,
@@ -192,12 +194,9 @@ class Meter:
             broker,
             (idle - self.idle0) / ticks,
             (steal - self.steal0) / ticks,
+            1000 * (merges - self.work0[0]) / alerts,
+            1000 * (gc - self.work0[1]) / alerts,
         )
-
-    def add_work(self, run: Run, work: tuple[float, float], alerts: int) -> Run:
-        run.merges = 1000 * (work[0] - self.work0[0]) / alerts
-        run.gc = 1000 * (work[1] - self.work0[1]) / alerts
-        return run
 
 
 def stack_pids() -> tuple[int, int]:
@@ -246,8 +245,7 @@ async def raw_bulk_ceiling(
     await asyncio.gather(*(send(b) for b in bodies))
     while await count(client, prefix) < len(values):
         await asyncio.sleep(0.1)
-    run = meter.stop(len(values))
-    return meter.add_work(run, await node_work(client), len(values))
+    return await meter.stop(len(values), client)
 
 
 def pin(pid: int, cpus: set[int]) -> None:
@@ -300,7 +298,7 @@ async def timed_process(
         meter = Meter(proc.pid, await node_work(client))
         while await count(client, prefix) < n:
             await asyncio.sleep(0.1)
-        return meter.add_work(meter.stop(n - first), await node_work(client), n - first)
+        return await meter.stop(n - first, client)
     finally:
         proc.terminate()
         await asyncio.to_thread(proc.wait)
