@@ -16,6 +16,10 @@ DUPLICATES = Counter(
 DEAD_LETTERED = Counter(
     "ingest_consumer_dead_lettered_total", "Records sent to the dead-letter topic", ["reason"]
 )
+NORMALIZE_ERRORS = Counter(
+    "ingest_consumer_normalize_errors_total",
+    "Records on which normalising raised (dead-lettered as internal_error: a bug to report)",
+)
 COMMITS = Counter("ingest_consumer_commits_total", "Offset commits")
 LAG = Gauge("ingest_consumer_lag_records", "Records behind the high watermark", ["partition"])
 INFLIGHT = Gauge("ingest_consumer_inflight_bulks", "Bulk requests in flight")

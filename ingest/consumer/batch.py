@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from bisect import bisect_right
 from collections.abc import Sequence
@@ -11,11 +12,13 @@ from functools import lru_cache
 import orjson
 from aiokafka import TopicPartition
 
-from ingest import contract
+from ingest import contract, metrics
 from ingest.consumer.records import Record
-from ingest.normalize.document import Document, Limits, general
+from ingest.normalize.document import Document, Limits, general, internal_error
 from ingest.normalize.fast import FastPath
 from ingest.sink.dlq import DeadLetter
+
+log = logging.getLogger(__name__)
 
 
 def agent_of(headers: Sequence[tuple[str, bytes | None]]) -> bytes | None:
@@ -102,9 +105,17 @@ class Batch:
                 last_headers, agent = headers, agent_of(headers)
             value = record.value or b""
             # normalize() without its own call: the fast path, else the general one
-            result = fast(value, record.offset, agent) or general(
-                value, (topic, partition, record.offset, agent), now_ns, limits
-            )
+            try:
+                result = fast(value, record.offset, agent) or general(
+                    value, (topic, partition, record.offset, agent), now_ns, limits
+                )
+            except Exception as exc:  # noqa: BLE001 - a record never stops the consumer
+                result = internal_error(exc)
+                log.error(
+                    "normalising raised; the record is dead-lettered (a bug to report)",
+                    extra={"partition": str(tp), "offset": record.offset, "error": result.detail},
+                )
+                metrics.NORMALIZE_ERRORS.inc()
             if isinstance(result, Document):
                 docs.append(result)
                 sources.append(record)

@@ -4,15 +4,14 @@ Nearly every alert has one shape: ``rule``, ``priority``, ``time``, ``output`` a
 ``output_fields``, and maybe ``source``, ``hostname``, ``tags`` and Falcosidekick's ``uuid``.
 It is decoded into a typed struct in which ``output_fields`` stays the alert's own JSON bytes
 (``msgspec.Raw``: checked, never made into objects), and the document is written as bytes
-around them; the fields a rule fixes (its name, priority, host, source, tags) are encoded
-once per rule and host. Anything else returns None and takes ``document.general``, which
-makes the same document; ``tests/unit/test_fast.py`` holds the two to that.
+around them, compact; the fields a rule fixes (its name, priority, host, source, tags) are
+encoded once per rule and host. Anything else returns None and takes ``document.general``,
+which makes the same bytes; ``tests/unit/test_fast.py`` holds the two to that.
 """
 
 from __future__ import annotations
 
 from functools import lru_cache
-from typing import Any
 
 import msgspec
 import orjson
@@ -24,12 +23,15 @@ from ingest.normalize.model import (
     Document,
     Limits,
     Lineage,
+    compact,
     content_id,
     id_middle,
     ingest_time,
     tag_members,
+    tags_of,
 )
 from ingest.normalize.timestamps import (
+    canonical_ns,
     format_ns,
     json_second,
     parse_rfc3339,
@@ -49,10 +51,11 @@ class _Alert(msgspec.Struct, forbid_unknown_fields=True, gc=False):
     uuid: str | None = None
 
 
-# The Cloud Foundry keys of output_fields (FORMAT.md), read from its JSON without the rest.
+# The Cloud Foundry keys of output_fields (docs/document.md), read from its JSON without
+# the rest, their values kept as written.
 _CloudFoundry = msgspec.defstruct(
     "_CloudFoundry",
-    [(key, Any, msgspec.UNSET) for key in sorted(CF_KEYS)],
+    [(key, msgspec.Raw, msgspec.UNSET) for key in sorted(CF_KEYS)],
     omit_defaults=True,
 )
 _NO_CF = _CloudFoundry()
@@ -92,7 +95,8 @@ class FastPath:
             return None
         try:
             alert = _decode(raw)
-            cloud_foundry = _decode_cf(alert.output_fields)  # and output_fields is an object
+            fields = compact(bytes(alert.output_fields))
+            cloud_foundry = _decode_cf(fields)  # and output_fields is an object
         except (msgspec.DecodeError, RecursionError):  # with ValidationError: another shape
             return None
         # What the rule on this host fixes, made for the same priority, source and tags.
@@ -107,7 +111,6 @@ class FastPath:
             fixed = seen[3]
         else:
             fixed = _SEEN.remember(alert)
-        fields = alert.output_fields
         message = bytes(alert.output)  # its JSON, checked by msgspec
         if fixed is None or message[:1] != b'"':
             return None
@@ -132,11 +135,11 @@ class FastPath:
             if not self._lo <= secs < self._hi and not self._within(int(digits)):
                 return None
         else:  # any other form, or a time that is not a string (left to the general path)
-            ns = _other_time(stamp)
-            if ns is None or not self._within(ns):
+            other = _other_time(stamp)
+            if other is None or not self._within(other[0]):
                 return None
-            timestamp, day = format_ns(ns)
-            stamp, digits = b'"%b"' % timestamp.encode(), b"%d" % ns
+            ns, stamp, day = other
+            digits = b"%d" % ns
         members, middle = fixed
         parts = [
             b'{"@timestamp":',
@@ -156,7 +159,7 @@ class FastPath:
             parts.append(b"%d" % offset)
             if agent is not None:
                 parts += (b',"agent":', agent)
-        parts.append(b"}}\n")
+        parts.append(b"}}\n")  # as ingest_member() ends it
         return Document(content_id(digits, middle, text), day, b"".join(parts))
 
     def _within(self, ns: int) -> bool:
@@ -165,13 +168,23 @@ class FastPath:
         return self._now_ns - limits.max_age_ns <= ns <= self._now_ns + limits.max_future_ns
 
 
-def _other_time(stamp: bytes) -> int | None:
-    """Nanoseconds of a JSON string holding an RFC 3339 time not in Falco's form."""
+def _other_time(stamp: bytes) -> tuple[int, bytes, str] | None:
+    """A JSON string holding an RFC 3339 time not as Falco writes it (trimmed, offset,
+    escaped): its nanoseconds, its JSON in the document and its index day."""
     try:
         text = orjson.loads(stamp)
     except orjson.JSONDecodeError:
         return None
-    return parse_rfc3339(text) if type(text) is str else None
+    if type(text) is not str:
+        return None
+    ns = canonical_ns(text)
+    if ns is not None:  # Falco's form behind escapes: kept, as the general path keeps it
+        return ns, orjson.dumps(text), text[:10].replace("-", ".")
+    ns = parse_rfc3339(text)
+    if ns is None or not 0 <= ns:
+        return None
+    timestamp, day = format_ns(ns)
+    return ns, b'"%b"' % timestamp.encode(), day
 
 
 class _Seen:
@@ -187,7 +200,11 @@ class _Seen:
 
     def remember(self, alert: _Alert) -> tuple[bytes, bytes] | None:
         """``_fixed`` of ``alert``, kept for the alerts of its rule and host after it."""
-        fixed = _fixed(alert.rule, alert.priority, alert.hostname, alert.source, bytes(alert.tags))
+        try:
+            tags = tags_of(bytes(alert.tags))
+        except (msgspec.DecodeError, RecursionError):
+            return None  # left to the general path, which says why
+        fixed = _fixed(alert.rule, alert.priority, alert.hostname, alert.source, tags)
         if self.size >= self.capacity:
             self.by_rule.clear()  # in place: the fast path holds this dict
             self.size = 0
@@ -204,14 +221,27 @@ _BY_RULE = _SEEN.by_rule
 
 
 def _fixed(
-    rule: str, priority: str, hostname: str | None, source: str | None, tags: bytes
+    rule: str, priority: str, hostname: str | None, source: str | None, tags: tuple[str, ...] | None
 ) -> tuple[bytes, bytes] | None:
-    """What a rule on a host fixes: its members of the document, encoded, each after a
-    comma, and its part of the id's material. None if the rule or priority is not one."""
+    """What a rule on a host fixes: its members of the document and its part of the id's
+    material. None if the rule or priority is not one."""
     known = PRIORITIES.get(priority)
     if known is None or not rule.strip():
         return None
-    number, name = known
+    members = fixed_members(rule, known, hostname, source, tags)
+    return members, id_middle(hostname, rule, known[0], source)
+
+
+def fixed_members(
+    rule: str,
+    priority: tuple[int, str],
+    hostname: str | None,
+    source: str | None,
+    tags: tuple[str, ...] | None,
+) -> bytes:
+    """The document's members of a rule, its priority, host, source and tags, encoded,
+    each after a comma."""
+    number, name = priority
     part: dict[str, object] = {
         "falco_rule": rule,
         "falco_priority": number,
@@ -221,10 +251,20 @@ def _fixed(
         part["falco_hostname"] = hostname
     if source is not None:
         part["falco_source"] = source
-    values = orjson.loads(tags)
-    if type(values) is list:
-        part.update(tag_members(tuple(values)))
-    return b"," + orjson.dumps(part)[1:-1], id_middle(hostname, rule, number, source)
+    if tags is not None:
+        part.update(tag_members(tags))
+    return b"," + orjson.dumps(part)[1:-1]
+
+
+def ingest_member(now_ns: int, lineage: Lineage | None) -> bytes:
+    """The ``@ingest`` member and the document's end."""
+    if lineage is None:
+        return _lineage_head(now_ns, None, 0) + b"}}\n"
+    topic, partition, offset, agent = lineage
+    head = _lineage_head(now_ns, topic, partition)
+    if agent is None:
+        return b"%b%d}}\n" % (head, offset)
+    return b'%b%d,"agent":%b}}\n' % (head, offset, agent)
 
 
 @lru_cache(maxsize=64)

@@ -6,7 +6,6 @@ import re
 from dataclasses import dataclass
 from functools import lru_cache
 from hashlib import blake2b
-from typing import Any
 
 import msgspec
 import orjson
@@ -73,28 +72,51 @@ def doc_id(
     priority: int,
     source: object,
     text: str,
-    fields: dict[str, Any] | None = None,
+    fields: bytes | None = None,
 ) -> str:
     """The alert's identity from its content, never from Kafka coordinates or Sidekick's
     uuid. Falco's ``output`` already renders the fields, and re-serialisers (Falcosidekick)
-    may change number precision in ``output_fields``, so those are hashed (``fields``) only
-    when there is no rendered text to stand for them."""
+    may change number precision in ``output_fields``, so those are hashed (``fields``: their
+    JSON, keys sorted) only when there is no rendered text to stand for them."""
     material = text.encode()
     if fields is not None:
-        material += b"\x1f" + orjson.dumps(fields, option=orjson.OPT_SORT_KEYS)
+        material += b"\x1f" + fields
     return content_id(b"%d" % ns, id_middle(hostname, rule, priority, source), material)
 
 
 def id_middle(hostname: object, rule: str, priority: int, source: object) -> bytes:
-    """The part of an id's material a rule on a host fixes (the fast path caches it)."""
-    return f"\x1f{hostname}\x1f{rule}\x1f{priority}\x1f{source}\x1f".encode()
+    """The part of an id's material a rule on a host fixes (the fast path caches it):
+    the fields between separators. A missing host or source is spelled ``None``, as in
+    every release so far; a value that could be read as another (the string "None", one
+    holding a separator, not a string) is spelled as ``_MARK`` and its JSON, so that no two
+    alerts that differ there share an id."""
+    host, name, src = _id_part(hostname), _id_part(rule, False), _id_part(source)
+    return f"\x1f{host}\x1f{name}\x1f{priority}\x1f{src}\x1f".encode()
+
+
+_MARK = "\x1e"
+
+
+def _id_part(value: object, nullable: bool = True) -> str:
+    if value is None:
+        return "None"
+    if (
+        type(value) is str
+        and not (nullable and value == "None")
+        and "\x1f" not in value
+        and _MARK not in value
+    ):
+        return value
+    if type(value) is bytes:  # a value's JSON as it came (the general path's non-strings)
+        return _MARK + value.decode()
+    return _MARK + orjson.dumps(value).decode()
 
 
 def content_id(ns_digits: bytes, middle: bytes, text: bytes) -> str:
     """blake2b-128 of the event time's epoch nanoseconds in decimal, the middle and the
     alert's text: the ids of every release so far, so that an alert replayed after an
     upgrade is still stored once."""
-    h = _ID_HASH.copy()  # a copy skips parsing ``digest_size`` again: 15 % of the call
+    h = _ID_HASH.copy()  # a copy skips parsing ``digest_size`` again
     h.update(ns_digits)  # three updates cost less than joining the three first
     h.update(middle)
     h.update(text)
@@ -102,32 +124,44 @@ def content_id(ns_digits: bytes, middle: bytes, text: bytes) -> str:
 
 
 _ID_HASH = blake2b(digest_size=16)  # never updated itself
+_format = msgspec.json.format
+_decode_list = msgspec.json.Decoder(list[msgspec.Raw]).decode
+_decode_str = msgspec.json.Decoder(str).decode
 
 
-def tag_members(tags: tuple[Any, ...]) -> dict[str, tuple[str, ...]]:
-    """The document's members for a list of tags: ``falco_tags`` (as strings), and the MITRE
-    technique ids and tactics among them when there are any. Shared: copy, never change."""
-    try:
-        return _string_tag_members(tags)
-    except TypeError:  # a tag that is not a string: rare, not cached
-        return _tag_members(tags)
+def compact(raw: bytes) -> bytes:
+    """A JSON value without the white space between its tokens; every number, escape and
+    key (repeated ones too) as written. Documents are NDJSON lines, so a pretty-printed
+    value must not be copied into one as it came."""
+    if b" " in raw or b"\n" in raw or b"\r" in raw or b"\t" in raw:
+        return _format(raw, indent=-1)
+    return raw
+
+
+def text_of(raw: bytes) -> str:
+    """What a tag or another value stands for as text: a JSON string's text, any other
+    value's compact JSON (``1e400`` stays ``1e400``)."""
+    return _decode_str(raw) if raw[:1] == b'"' else compact(raw).decode()
+
+
+def tags_of(raw: bytes) -> tuple[str, ...] | None:
+    """The tags of a JSON ``tags`` value as text, None if it is not a list. Raises
+    ``msgspec.DecodeError`` for JSON that msgspec does not read (too deep, bad escapes)."""
+    if raw[:1] != b"[":
+        return None
+    return tuple(text_of(bytes(item)) for item in _decode_list(raw))
 
 
 @lru_cache(maxsize=1024)
-def _string_tag_members(tags: tuple[Any, ...]) -> dict[str, tuple[str, ...]]:
-    """A rule's tags repeat, so the work for a list of strings is cached."""
-    if not all(type(t) is str for t in tags):
-        raise TypeError("not all tags are strings")  # not cached: True and 1 are equal keys
-    return _tag_members(tags)
-
-
-def _tag_members(tags: tuple[Any, ...]) -> dict[str, tuple[str, ...]]:
-    names = tuple(t if type(t) is str else orjson.dumps(t).decode() for t in tags)
-    members = {"falco_tags": names}
-    techniques = tuple(t for t in names if t[:1] == "T" and _TECHNIQUE.fullmatch(t))
+def tag_members(tags: tuple[str, ...]) -> dict[str, tuple[str, ...]]:
+    """The document's members for a list of tags: ``falco_tags``, and the MITRE technique
+    ids and tactics among them when there are any. A rule's tags repeat, so this is cached;
+    shared: copy, never change."""
+    members = {"falco_tags": tags}
+    techniques = tuple(t for t in tags if t[:1] == "T" and _TECHNIQUE.fullmatch(t))
     if techniques:
         members["falco_mitre_techniques"] = techniques
-    tactics = tuple(t[6:] for t in names if t[:6] == "mitre_")
+    tactics = tuple(t[6:] for t in tags if t[:6] == "mitre_")
     if tactics:
         members["falco_mitre_tactics"] = tactics
     return members

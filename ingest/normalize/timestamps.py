@@ -130,14 +130,12 @@ def parse_rfc3339(text: str) -> int | None:
     return secs * NS + nanos
 
 
-def from_epoch_ns(value: object) -> int | None:
-    """Falco's ``evt.time`` / ``evt.time.iso8601``: integer nanoseconds (maybe as a string)."""
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int):
-        return value
-    if isinstance(value, str) and value.isdigit():
-        return int(value)
+def from_epoch_json(value: bytes) -> int | None:
+    """Falco's ``evt.time`` / ``evt.time.iso8601`` as JSON: integer nanoseconds, maybe in a
+    string. Only ASCII digits, and no more than a time in nanoseconds can have."""
+    digits = value[1:-1] if value[:1] == b'"' and value[-1:] == b'"' else value
+    if 0 < len(digits) <= 20 and digits.isdigit():  # bytes.isdigit: ASCII digits only
+        return int(digits)
     return None
 
 

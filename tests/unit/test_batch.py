@@ -222,3 +222,29 @@ def test_a_document_refused_at_index_time_is_dead_lettered_with_its_own_partitio
         ("falco.events", 0, 12),
     ]
     assert [(x.partition, x.offset) for x in batch.letters] == [(4, 20)]
+
+
+def test_a_record_on_which_normalising_raises_is_dead_lettered_and_the_batch_goes_on(
+    monkeypatch,
+):
+    """A bug in the normalisers meets one record: that record is dead-lettered with the
+    exception, the records around it are stored, nothing raises."""
+    from ingest import metrics
+    from ingest.consumer import batch as batch_module
+
+    real = batch_module.general
+
+    def general(value, *args):
+        if value == b'{"boom":1}':
+            raise KeyError("boom")
+        return real(value, *args)
+
+    monkeypatch.setattr(batch_module, "general", general)
+    before = metrics.NORMALIZE_ERRORS._value.get()
+    batch = Batch()
+    batch.add(TP, [record(0, ALERT), record(1, b'{"boom":1}'), record(2, ALERT)], NOW, Limits())
+    assert [s.offset for s in batch.sources] == [0, 2]
+    assert [(d.offset, d.reason, d.detail) for d in batch.letters] == [
+        (1, "internal_error", "KeyError: 'boom'")
+    ]
+    assert metrics.NORMALIZE_ERRORS._value.get() == before + 1

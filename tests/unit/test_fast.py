@@ -19,13 +19,9 @@ LINEAGES = [None, ("falco.events", 2, 41, None), ("falco.events", 0, 10**12, AGE
 def same(raw, lineage):
     """normalize() (fast path first) and general() agree on ``raw``."""
     out, expected = normalize(raw, lineage, NOW), general(raw, lineage, NOW)
+    assert out == expected  # a Document's id, day and body bytes; a Rejection's reason
     if isinstance(expected, Document):
-        assert isinstance(out, Document), (raw, out)
-        assert (out.doc_id, out.day) == (expected.doc_id, expected.day)
-        assert orjson.loads(out.body) == orjson.loads(expected.body)
         assert out.body.endswith(b"}\n")
-    else:
-        assert out == expected
 
 
 def test_every_sample_takes_the_fast_path_and_matches(sample_lines):
@@ -187,10 +183,7 @@ def test_alerts_of_one_rule_and_host_that_differ_elsewhere_get_their_own_members
         doc = common_alert(raw, None, NOW, DEFAULT_LIMITS)
         expected = general(raw, None, NOW)
         assert doc is not None and isinstance(expected, Document)
-        assert (doc.doc_id, orjson.loads(doc.body)) == (
-            expected.doc_id,
-            orjson.loads(expected.body),
-        )
+        assert doc == expected
 
 
 def test_what_is_remembered_stays_within_its_capacity(sample_lines, monkeypatch):
