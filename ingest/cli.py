@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from ingest import __version__
-from ingest.errors import ConfigError, StackError
+from ingest.errors import AccessRefused, ConfigError, StackError
 
 
 def _stack(args: argparse.Namespace) -> int:
@@ -195,6 +195,9 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, StackError) as exc:
         print(f"falco-ingest: {exc}", file=sys.stderr)
         return 2
+    except AccessRefused as exc:
+        print(f"falco-ingest: {exc}", file=sys.stderr)
+        return UNREACHABLE_EXIT
     except KeyboardInterrupt:
         return 130
     except Exception as exc:

@@ -28,6 +28,11 @@ class SinkUnavailable(IngestError):
     retriable = True
 
 
+class AccessRefused(IngestError):
+    """A service refused our credentials or permissions (401/403): retrying cannot help,
+    the component stops (exit code 3) with nothing committed past what was stored."""
+
+
 class DeadLetterError(IngestError):
     """The dead-letter topic did not accept a record: its offset must not be committed."""
 

@@ -14,7 +14,7 @@ from opensearchpy.exceptions import ConnectionError as OSConnectionError
 from opensearchpy.exceptions import TransportError
 
 from ingest import metrics
-from ingest.errors import SinkUnavailable
+from ingest.errors import AccessRefused, SinkUnavailable
 from ingest.normalize.document import Document
 from ingest.retry import retrying
 from ingest.sink.client import OrjsonSerializer
@@ -77,9 +77,12 @@ class OpenSearchSink:
     async def write(self, docs: Sequence[Document]) -> BulkOutcome:
         """Index ``docs``; return once each is stored, a duplicate or rejected for good.
 
-        Retriable failures (no answer, 429, 5xx; whole request or single items) are retried
-        with exponential backoff and jitter, forever: the caller cancels on shutdown and then
-        commits nothing for these records.
+        What can succeed later (no answer, 429, 5xx; whole request or single items) is
+        retried with exponential backoff and jitter, forever: the caller cancels on shutdown
+        and then commits nothing for these records. A whole request the node refuses with
+        another 4xx (a body it cannot parse, 413) is split until the documents it refuses
+        are found; they are rejected with the node's reason, the rest is stored. 401/403
+        raise ``AccessRefused``: no retry can help, the consumer stops.
         """
         outcome = BulkOutcome()
         pending = list(docs)
@@ -88,11 +91,54 @@ class OpenSearchSink:
                 if attempt.retry_state.attempt_number > 1:
                     outcome.retries += 1
                     metrics.SINK_RETRIES.inc()
+                total = len(pending)
                 pending = await self._send(pending, outcome)
+                if pending:
+                    self.healthy = False
+                    # Keep what succeeded; tenacity backs off and resends only these.
+                    raise SinkUnavailable(f"{len(pending)} of {total} items were refused for now")
         self.healthy = True
         return outcome
 
     async def _send(self, docs: list[Document], outcome: BulkOutcome) -> list[Document]:
+        """Send ``docs`` once (split on a refused body); return those to send again."""
+        try:
+            resp = await self._post(docs)
+        except _BodyRefused as refused:
+            if len(docs) == 1:
+                outcome.rejected.append((docs[0], refused.reason, refused.detail))
+                return []
+            mid = len(docs) // 2
+            log.warning(
+                "bulk request refused, splitting it to find the documents",
+                extra={"documents": len(docs), "status": refused.status, "detail": refused.detail},
+            )
+            first = await self._send(docs[:mid], outcome)
+            return first + await self._send(docs[mid:], outcome)
+        if not resp.get("errors"):
+            outcome.stored += len(docs)
+            return []
+        retry: list[Document] = []
+        for doc, item in zip(docs, resp["items"], strict=True):
+            result = next(iter(item.values()))
+            status = int(result.get("status", 500))
+            err = result.get("error") or {}
+            kind = str(err.get("type", status)) if isinstance(err, dict) else str(status)
+            if status < 300:
+                outcome.stored += 1
+            elif status == 409:
+                outcome.duplicates += 1
+            elif status == 429 or status >= 500 or kind == "cluster_block_exception":
+                retry.append(doc)
+            elif status in (401, 403):
+                raise AccessRefused(f"OpenSearch refused to index ({status} {kind})")
+            else:
+                reason = err.get("reason") if isinstance(err, dict) else err
+                outcome.rejected.append((doc, f"opensearch_{kind}", str(reason)[:500]))
+        return retry
+
+    async def _post(self, docs: list[Document]) -> dict[str, Any]:
+        """One ``_bulk`` request; its answer, or the error class of its failure."""
         start = time.perf_counter()
         try:
             resp = await self.client.transport.perform_request(
@@ -102,37 +148,37 @@ class OpenSearchSink:
                 params={"filter_path": _FILTER},
                 headers={"content-type": "application/x-ndjson"},
             )
-        except (OSConnectionError, TransportError) as exc:
+        except OSConnectionError as exc:
+            self.healthy = False
+            raise SinkUnavailable(f"bulk of {len(docs)} failed: {_describe(exc)}") from exc
+        except TransportError as exc:
+            status = exc.status_code if isinstance(exc.status_code, int) else 0
+            if status in (401, 403):
+                raise AccessRefused(
+                    f"OpenSearch refused our credentials: {_describe(exc)}"
+                ) from exc
+            if 400 <= status < 500 and status != 429:
+                raise _BodyRefused(status, exc) from exc
             self.healthy = False
             raise SinkUnavailable(f"bulk of {len(docs)} failed: {_describe(exc)}") from exc
         finally:
             metrics.BULK_LATENCY.observe(time.perf_counter() - start)
-        resp = _as_dict(resp)
-        if not resp.get("errors"):
-            outcome.stored += len(docs)
-            return []
-        retry: list[Document] = []
-        for doc, item in zip(docs, resp["items"], strict=True):
-            result = next(iter(item.values()))
-            status = int(result.get("status", 500))
-            if status < 300:
-                outcome.stored += 1
-            elif status == 409:
-                outcome.duplicates += 1
-            elif status == 429 or status >= 500:
-                retry.append(doc)
-            else:
-                err = result.get("error") or {}
-                outcome.rejected.append(
-                    (doc, f"opensearch_{err.get('type', status)}", str(err.get("reason"))[:500])
-                )
-        if retry:
-            self.healthy = False
-            # Keep what succeeded; raise so tenacity backs off and resends only these.
-            total = len(docs)
-            docs[:] = retry
-            raise SinkUnavailable(f"{len(retry)} of {total} items were refused for now")
-        return []
+        return _as_dict(resp)
+
+
+class _BodyRefused(Exception):
+    """The node refused a whole bulk request with a 4xx that says its body is the cause."""
+
+    def __init__(self, status: int, exc: TransportError) -> None:
+        super().__init__(status)
+        self.status = status
+        error = exc.info.get("error") if isinstance(exc.info, dict) else None
+        if isinstance(error, dict):
+            self.reason = f"opensearch_{error.get('type', status)}"
+            self.detail = str(error.get("reason"))[:500]
+        else:
+            self.reason = f"opensearch_http_{status}"
+            self.detail = str(error or exc.error)[:500]
 
 
 def _as_dict(resp: Any) -> dict[str, Any]:

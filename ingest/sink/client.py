@@ -9,12 +9,11 @@ from typing import Any
 
 import orjson
 from opensearchpy import AsyncOpenSearch
-from opensearchpy.exceptions import ConnectionError as OSConnectionError
 from opensearchpy.exceptions import TransportError
 from opensearchpy.serializer import JSONSerializer
 
 from ingest.config import OpenSearchSettings
-from ingest.errors import ConfigError
+from ingest.errors import AccessRefused, ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +56,12 @@ async def require_template(client: AsyncOpenSearch, prefix: str) -> None:
     OpenSearch that does not answer is not a reason to stop (the sink waits for it)."""
     try:
         found = await client.indices.exists_index_template(name=prefix)
-    except (OSConnectionError, TransportError) as exc:
+    except TransportError as exc:
+        if exc.status_code in (401, 403):
+            raise AccessRefused(
+                f"OpenSearch refused our credentials ({exc.status_code}): check "
+                "INGEST_OPENSEARCH__USERNAME / __PASSWORD and the user's privileges"
+            ) from exc
         log.warning(
             "index template not checked: OpenSearch did not answer", extra={"error": str(exc)}
         )

@@ -1,6 +1,9 @@
 import orjson
+import pytest
 from opensearchpy.exceptions import ConnectionError as OSConnectionError
+from opensearchpy.exceptions import TransportError
 
+from ingest.errors import AccessRefused
 from ingest.normalize.document import Document
 from ingest.sink.bulk import BulkAnswers, OpenSearchSink
 
@@ -103,3 +106,84 @@ def test_bulk_body_is_ndjson_with_one_create_line_per_document():
         {"create": {"_index": "falco-2026.11.20", "_id": "c3"}},
         {"x": 3},
     ]
+
+
+class RefusingTransport:
+    """Refuses a whole request with ``status`` while it holds a document in ``bad``, as a
+    node does with a body it cannot parse (400) or one over http.max_content_length (413);
+    stores every other request."""
+
+    def __init__(self, bad, status, error):
+        self.bad, self.status, self.error = set(bad), status, error
+        self.sent: list[list[str]] = []
+
+    async def perform_request(self, method, path, body=None, params=None, headers=None):
+        ids = [orjson.loads(a)["create"]["_id"] for a in body.splitlines()[0::2]]
+        self.sent.append(ids)
+        if self.bad & set(ids):
+            raise TransportError(self.status, "refused", self.error)
+        return {"errors": False}
+
+
+# A node's answer to a bulk body that is not NDJSON (OpenSearch 2.19: HTTP 400)
+NOT_NDJSON = {
+    "error": {
+        "type": "illegal_argument_exception",
+        "reason": "Malformed action/metadata line [3], expected START_OBJECT but found "
+        "[VALUE_NUMBER]",
+    },
+    "status": 400,
+}
+
+
+async def test_a_refused_body_is_split_until_the_bad_documents_are_found():
+    transport = RefusingTransport({"id5", "id12"}, 400, NOT_NDJSON)
+    client = FakeClient([])
+    client.transport = transport
+    sink = OpenSearchSink(client, "falco", retry_initial_s=0.01, retry_max_s=0.02)
+    out = await sink.write(docs(16))
+    assert out.stored == 14 and out.retries == 0
+    assert [(d.doc_id, r, detail[:9]) for d, r, detail in out.rejected] == [
+        ("id5", "opensearch_illegal_argument_exception", "Malformed"),
+        ("id12", "opensearch_illegal_argument_exception", "Malformed"),
+    ]
+    # halves of halves: no more requests than two per level that holds a bad document
+    assert len(transport.sent) <= 1 + 2 * 2 * 4
+    stored = [i for ids in transport.sent if not {"id5", "id12"} & set(ids) for i in ids]
+    assert sorted(stored) == sorted(f"id{i}" for i in range(16) if i not in (5, 12))
+
+
+async def test_a_body_too_large_for_the_node_is_split_and_a_single_one_dead_lettered():
+    transport = RefusingTransport({"id1"}, 413, "")
+    client = FakeClient([])
+    client.transport = transport
+    sink = OpenSearchSink(client, "falco", retry_initial_s=0.01, retry_max_s=0.02)
+    out = await sink.write(docs(3))
+    assert out.stored == 2
+    assert [(d.doc_id, r) for d, r, _ in out.rejected] == [("id1", "opensearch_http_413")]
+
+
+@pytest.mark.parametrize("status", [401, 403])
+async def test_refused_credentials_stop_the_writer_without_a_retry(status):
+    client = FakeClient([TransportError(status, "security_exception", {"error": "no"})])
+    sink = OpenSearchSink(client, "falco", retry_initial_s=0.01, retry_max_s=0.02)
+    with pytest.raises(AccessRefused, match=str(status)):
+        await sink.write(docs(2))
+    assert len(client.transport.sent) == 1
+
+
+async def test_an_item_refused_for_permissions_stops_the_writer():
+    client = FakeClient([[201, 403]])
+    sink = OpenSearchSink(client, "falco", retry_initial_s=0.01, retry_max_s=0.02)
+    with pytest.raises(AccessRefused):
+        await sink.write(docs(2))
+
+
+async def test_429_and_5xx_of_the_whole_request_are_retried():
+    client = FakeClient(
+        [TransportError(429, "es_rejected_execution_exception", {}), TransportError(503, "", {})]
+        + [[201, 201]]
+    )
+    sink = OpenSearchSink(client, "falco", retry_initial_s=0.01, retry_max_s=0.02)
+    out = await sink.write(docs(2))
+    assert (out.stored, out.retries, len(client.transport.sent)) == (2, 2, 3)
