@@ -20,6 +20,10 @@ NORMALIZE_ERRORS = Counter(
     "ingest_consumer_normalize_errors_total",
     "Records on which normalising raised (dead-lettered as internal_error: a bug to report)",
 )
+DEAD_LETTERS_SHORTENED = Counter(
+    "ingest_consumer_dead_letters_shortened_total",
+    "Dead letters too large for the DLQ topic, kept as a prefix with size and sha256",
+)
 COMMITS = Counter("ingest_consumer_commits_total", "Offset commits")
 LAG = Gauge("ingest_consumer_lag_records", "Records behind the high watermark", ["partition"])
 INFLIGHT = Gauge("ingest_consumer_inflight_bulks", "Bulk requests in flight")

@@ -4,12 +4,13 @@ headers of its own."""
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from aiokafka import AIOKafkaProducer
-from aiokafka.errors import KafkaError
+from aiokafka.errors import KafkaError, MessageSizeTooLargeError
 
 from ingest import metrics
 from ingest.config import KafkaSettings
@@ -30,6 +31,19 @@ class DeadLetter:
     partition: int
     offset: int
     source_headers: tuple[tuple[str, bytes | None], ...] = ()
+    original: tuple[int, str] | None = None  # size and sha256 of a value shortened here
+
+    def shortened(self, keep: int) -> DeadLetter:
+        """This dead letter with the first ``keep`` bytes of its value, the value's size and
+        sha256 in headers, and only the source headers of up to 1 KiB (all of them less
+        than what a broker refuses). For a letter the DLQ topic refuses as too large."""
+        value = self.value
+        if self.original is None:
+            original = (len(value), hashlib.sha256(value).hexdigest())
+        else:
+            original = self.original
+        small = tuple((k, v) for k, v in self.source_headers if len(v or b"") <= 1024)
+        return replace(self, value=value[:keep], source_headers=small, original=original)
 
     def headers(self) -> list[tuple[str, bytes | None]]:
         """The record's own headers (the agent's lineage among them, so a replay keeps it),
@@ -44,6 +58,16 @@ class DeadLetter:
             ("dlq.source.topic", self.topic.encode()),
             ("dlq.source.partition", str(self.partition).encode()),
             ("dlq.source.offset", str(self.offset).encode()),
+            *self._original_headers(),
+        ]
+
+    def _original_headers(self) -> list[tuple[str, bytes | None]]:
+        if self.original is None:
+            return []
+        size, sha256 = self.original
+        return [
+            ("dlq.original.size", str(size).encode()),
+            ("dlq.original.sha256", sha256.encode()),
         ]
 
 
@@ -76,12 +100,65 @@ class DeadLetterQueue:
 
     async def _send_once(self, letters: Sequence[DeadLetter]) -> None:
         try:
-            futures = [
-                await self.producer.send(
-                    self.topic, value=dl.value, key=dl.key, headers=dl.headers()
-                )
-                for dl in letters
-            ]
-            await asyncio.gather(*futures)
+            futures = [await self._enqueue(dl) for dl in letters]
+            results = await asyncio.gather(*futures, return_exceptions=True)
+            for dl, result in zip(letters, results, strict=True):
+                if isinstance(result, MessageSizeTooLargeError):
+                    # The broker refused its batch: this letter alone, shortened if need be.
+                    await self._send_alone(dl)
+                elif isinstance(result, BaseException):
+                    raise result
         except KafkaError as exc:
             raise DeadLetterError(f"dead-letter topic {self.topic}: {exc}") from exc
+
+    async def _enqueue(self, dl: DeadLetter) -> asyncio.Future[object]:
+        """Hand ``dl`` to the producer; one over its request size goes shortened."""
+        try:
+            return await self._produce(dl)
+        except MessageSizeTooLargeError:
+            return await self._produce(self._shorten(dl, SHORT_VALUE_BYTES))
+
+    async def _send_alone(self, dl: DeadLetter) -> None:
+        """Send ``dl`` and wait; shortened step by step while the topic refuses its size."""
+        for keep in (None, SHORT_VALUE_BYTES, LAST_VALUE_BYTES):
+            letter = dl if keep is None else self._shorten(dl, keep)
+            try:
+                await (await self._produce(letter))
+                return
+            except MessageSizeTooLargeError:
+                continue
+        raise DeadLetterTooLarge(
+            f"dead-letter topic {self.topic} refuses even {LAST_VALUE_BYTES} bytes of a record "
+            f"(source offset {dl.partition}/{dl.offset}): raise its max.message.bytes"
+        )
+
+    async def _produce(self, dl: DeadLetter) -> asyncio.Future[object]:
+        future: asyncio.Future[object] = await self.producer.send(
+            self.topic, value=dl.value, key=dl.key, headers=dl.headers()
+        )
+        return future
+
+    def _shorten(self, dl: DeadLetter, keep: int) -> DeadLetter:
+        log.warning(
+            "dead letter too large for the DLQ topic; kept shortened with its size and sha256",
+            extra={
+                "topic": self.topic,
+                "source_offset": f"{dl.topic}/{dl.partition}/{dl.offset}",
+                "bytes": len(dl.value),
+                "kept": keep,
+            },
+        )
+        metrics.DEAD_LETTERS_SHORTENED.inc()
+        return dl.shortened(keep)
+
+
+# What a shortened dead letter keeps of its record's value: first a bounded prefix, and a
+# last resort under any broker's size limit.
+SHORT_VALUE_BYTES = 64 * 1024
+LAST_VALUE_BYTES = 1024
+
+
+class DeadLetterTooLarge(DeadLetterError):
+    """Not even a short dead letter fits the DLQ topic: an operator must raise its limit."""
+
+    retriable = False
