@@ -47,8 +47,25 @@ def _agent(args: argparse.Namespace) -> int:
 
     settings = load(AgentSettings, args.config)
     logs.setup(settings.log_level)
-    left = asyncio.run(run_agent(settings, args.input, once=args.once))
-    return 0 if left == 0 or not args.once else 1
+    result = asyncio.run(run_agent(settings, args.input, once=args.once))
+    if not args.once:
+        return 0
+    if result.spooled_bytes:
+        print(
+            f"falco-ingest: {result.spooled_bytes} bytes of alerts are still in the spool "
+            "(Kafka did not take them in time); the next run sends them",
+            file=sys.stderr,
+        )
+        return 1
+    if result.partial_lines:
+        for line in result.partial_lines:
+            print(
+                f"falco-ingest: {line}, not shipped: Falco ends every alert with a newline; "
+                "run again once the writer has finished the line (or add the newline)",
+                file=sys.stderr,
+            )
+        return PARTIAL_LINE_EXIT
+    return 0
 
 
 def _setup(args: argparse.Namespace) -> int:
@@ -209,6 +226,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 UNREACHABLE_EXIT = 3
+PARTIAL_LINE_EXIT = 4
 
 
 def _unreachable(exc: Exception) -> str | None:

@@ -35,7 +35,9 @@ def run_demo(alerts: Path | None = None) -> int:
         return 1
     print(f"\n== 3. agent: {alerts} -> Kafka")
     left = asyncio.run(run_agent(load(AgentSettings), [f"file:{alerts}"], once=True))
-    print(f"agent done, {left} bytes left in its spool")
+    print(f"agent done, {left.spooled_bytes} bytes left in its spool")
+    for line in left.partial_lines:
+        print(f"  {line}: not shipped")
     print("\n== 4. consumer: Kafka -> OpenSearch")
     consumer = load(ConsumerSettings)
     stats = asyncio.run(run_consumer(consumer, stop_when_idle=3.0))

@@ -49,6 +49,11 @@ AGENT_SPOOL_DAMAGED = Counter(
     "ingest_agent_spool_damaged_bytes_total",
     "Bytes of damaged spool records skipped (their alerts are lost; the log says where)",
 )
+AGENT_STATE_UNREADABLE = Counter(
+    "ingest_agent_state_unreadable_total",
+    "State files found unreadable at start (positions, spool cursor): read again from the start",
+    ["file"],
+)
 AGENT_REJECTED = Counter(
     "ingest_agent_alerts_rejected_total", "Alerts kept in the local reject file", ["reason"]
 )

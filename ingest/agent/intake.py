@@ -6,10 +6,15 @@ import asyncio
 import logging
 import os
 import time
+from collections.abc import Sequence
+from hashlib import sha256
 from pathlib import Path
+
+import orjson
 
 from ingest import metrics
 from ingest.agent.spool import Spool
+from ingest.normalize.timestamps import format_ns
 
 log = logging.getLogger(__name__)
 
@@ -22,12 +27,38 @@ class Intake:
         self._full_since: float | None = None
         self.reject_failing = False  # the last reject-file write failed (logged)
 
-    def _reject(self, name: str, lines: list[bytes], durable: bool = False) -> bool:
-        """Keep alerts larger than Kafka accepts in the reject file, all or none (fsynced
-        when ``durable``). False if the disk refused: the caller holds them back, as it
-        does when the spool is full."""
+    def _reject(
+        self,
+        name: str,
+        lines: list[bytes],
+        durable: bool = False,
+        longs: Sequence[LongLine] = (),
+    ) -> bool:
+        """Note alerts larger than ``max_alert_bytes`` in the reject file, all or none
+        (fsynced when ``durable``): those held (``lines``) and those read piece by piece,
+        never held whole (``longs``). False if the disk refused: the caller holds them back,
+        as it does when the spool is full."""
+        records = [
+            reject_record(name, len(line), line[:REJECT_HEAD_BYTES], sha256(line).hexdigest())
+            for line in lines
+        ] + [reject_record(name, x.size, x.head, x.digest.hexdigest()) for x in longs]
+        sizes = [len(line) for line in lines] + [x.size for x in longs]
+        return self._write_rejects(name, records, sizes, durable)
+
+    def reject(self, name: str, alert: bytes) -> bool:
+        """Note an alert Kafka refuses in the reject file; False if the disk refused."""
+        return self._reject(name, [alert], durable=True)
+
+    def reject_long(self, name: str, long: LongLine, offset: int) -> bool:
+        """Note the alert of a file at ``offset`` that was read piece by piece."""
+        record = reject_record(name, long.size, long.head, long.digest.hexdigest(), offset)
+        return self._write_rejects(name, [record], [long.size], False)
+
+    def _write_rejects(
+        self, name: str, records: list[bytes], sizes: list[int], durable: bool
+    ) -> bool:
         try:
-            _append_whole(self.reject_file, b"".join(line + b"\n" for line in lines), durable)
+            _append_whole(self.reject_file, b"".join(records), durable)
         except OSError as exc:
             if not self.reject_failing:
                 self.reject_failing = True
@@ -37,11 +68,11 @@ class Intake:
                 )
             return False
         self.reject_failing = False
-        metrics.AGENT_REJECTED.labels("too_large").inc(len(lines))
-        for line in lines:
+        metrics.AGENT_REJECTED.labels("too_large").inc(len(sizes))
+        for size in sizes:
             log.warning(
-                "alert larger than Kafka accepts kept in the reject file",
-                extra={"input": name, "bytes": len(line), "file": str(self.reject_file)},
+                "alert too large to ship noted in the reject file",
+                extra={"input": name, "bytes": size, "file": str(self.reject_file)},
             )
         return True
 
@@ -63,10 +94,17 @@ class Intake:
             self._full_since = None
         metrics.AGENT_ACCEPTED.labels(name.split(":", 1)[0]).inc(count)
 
-    def try_put(self, name: str, lines: list[bytes], durable: bool = False) -> bool:
+    def try_put(
+        self,
+        name: str,
+        lines: list[bytes],
+        durable: bool = False,
+        longs: Sequence[LongLine] = (),
+    ) -> bool:
         """Spool all of ``lines`` now, or none and return False (the spool is full, or the
         disk refused a write). ``durable``: the caller acknowledges them once it has synced
-        the spool, so alerts put in the reject file are fsynced there first."""
+        the spool, so alerts noted in the reject file (those of ``lines`` that are too
+        large, and ``longs``) are fsynced there first."""
         keep = [line for line in lines if len(line) <= self.max_alert_bytes]
         large = [line for line in lines if len(line) > self.max_alert_bytes]
         # Room is checked before the reject file is written: a retry after a full spool
@@ -74,7 +112,7 @@ class Intake:
         if sum(self.spool.record_size(name, ln) for ln in keep) > self.spool.room:
             self._full(name)
             return False
-        if large and not self._reject(name, large, durable):
+        if (large or longs) and not self._reject(name, large, durable, longs):
             return False
         if not keep:
             return True
@@ -83,6 +121,17 @@ class Intake:
             self._full(name)
             return False
         self._accepted(name, len(keep))
+        return True
+
+    async def reject_held_back(
+        self, name: str, longs: Sequence[LongLine], stop: asyncio.Event
+    ) -> bool:
+        """Note ``longs`` in the reject file, waiting while the disk refuses. False if
+        stopped meanwhile."""
+        while not self._reject(name, [], longs=longs):
+            if stop.is_set():
+                return False
+            await asyncio.sleep(0.2)
         return True
 
     def take(self, name: str, lines: list[bytes]) -> int:
@@ -137,6 +186,43 @@ class Intake:
                 return False
             lines = lines[taken:]
         return True
+
+
+# How much of a too-large alert the reject file keeps: enough to see its rule and time.
+REJECT_HEAD_BYTES = 4096
+
+
+class LongLine:
+    """An alert too long to hold, read piece by piece: its first bytes, size and sha256."""
+
+    def __init__(self) -> None:
+        self.head = b""
+        self.size = 0
+        self.digest = sha256()
+
+    def add(self, data: bytes) -> None:
+        if len(self.head) < REJECT_HEAD_BYTES:
+            self.head += data[: REJECT_HEAD_BYTES - len(self.head)]
+        self.size += len(data)
+        self.digest.update(data)
+
+
+def reject_record(
+    name: str, size: int, head: bytes, digest: str, offset: int | None = None
+) -> bytes:
+    """One line of the reject file: when, from which input (and where in a file), how
+    large, the sha256 and the first bytes of an alert that was not shipped."""
+    record: dict[str, object] = {
+        "time": format_ns(time.time_ns())[0],
+        "reason": "too_large",
+        "input": name,
+        "bytes": size,
+        "sha256": digest,
+        "head": head.decode("utf-8", errors="replace"),
+    }
+    if offset is not None:
+        record["offset"] = offset
+    return orjson.dumps(record) + b"\n"
 
 
 def _append_whole(path: Path, data: bytes, durable: bool) -> None:

@@ -6,6 +6,7 @@ import asyncio
 import logging
 import signal
 import socket
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import urlsplit
@@ -65,8 +66,17 @@ def build_inputs(
     return inputs
 
 
-async def run_agent(settings: AgentSettings, specs: list[str], once: bool = False) -> int:
-    """Run the agent; returns how many bytes are left in the spool at exit."""
+@dataclass
+class AgentExit:
+    """What ``run_agent`` left behind: bytes still in the spool (Kafka did not take them
+    within the drain deadline) and, with ``--once``, files that end in a partial line."""
+
+    spooled_bytes: int
+    partial_lines: list[str]
+
+
+async def run_agent(settings: AgentSettings, specs: list[str], once: bool = False) -> AgentExit:
+    """Run the agent until SIGTERM (or, ``once``, until the inputs are read to the end)."""
     a, k = settings.agent, settings.kafka
     host = a.hostname or socket.gethostname()
     spool = Spool(a.state_dir / "spool", a.spool_max_bytes)
@@ -86,7 +96,9 @@ async def run_agent(settings: AgentSettings, specs: list[str], once: bool = Fals
             request_timeout_ms=15000,
         )
 
-    shipper = KafkaShipper(producer, spool, k.topic, host, a.batch_bytes)
+    shipper = KafkaShipper(
+        producer, spool, k.topic, host, a.batch_bytes, lambda e: intake.reject(e.input, e.value)
+    )
     stop_inputs, stop_shipper = asyncio.Event(), asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -124,7 +136,13 @@ async def run_agent(settings: AgentSettings, specs: list[str], once: bool = Fals
             await runner.cleanup()
     left = spool.pending_bytes
     log.info("agent stopped", extra={"spooled_bytes_left": left})
-    return left
+    partial = [
+        f"{i.name} ends in a partial line ({size} bytes at offset {offset})"
+        for i in inputs
+        if isinstance(i, FileTail)
+        for offset, size in i.partial_lines
+    ]
+    return AgentExit(left, partial)
 
 
 def _spool_failure(spool: Spool) -> str | None:

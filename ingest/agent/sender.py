@@ -9,7 +9,7 @@ from collections.abc import Callable
 
 import orjson
 from aiokafka import AIOKafkaProducer
-from aiokafka.errors import KafkaError
+from aiokafka.errors import KafkaError, MessageSizeTooLargeError
 from aiokafka.partitioner import DefaultPartitioner
 
 from ingest import __version__, contract, metrics
@@ -35,6 +35,7 @@ class KafkaShipper:
         topic: str,
         host: str,
         batch_bytes: int,
+        set_aside: Callable[[Entry], bool],
         retry_max_s: float = 30.0,
     ) -> None:
         self.make_producer = make_producer
@@ -44,6 +45,7 @@ class KafkaShipper:
         self.host = host
         self.key = host.encode()
         self.batch_bytes = batch_bytes
+        self.set_aside = set_aside  # notes an alert Kafka refuses; False if it could not
         self.retry_max_s = retry_max_s
         self.connected = False
         self._partitioner = DefaultPartitioner()
@@ -67,7 +69,7 @@ class KafkaShipper:
             try:
                 if self.producer is None:
                     self.producer = await self._start_producer()
-                await self._ship(self.producer, entries)
+                await self._ship_or_set_aside(self.producer, entries)
             except (KafkaError, OSError) as exc:
                 self.connected = False
                 if stop.is_set():
@@ -99,6 +101,24 @@ class KafkaShipper:
             await self.producer.stop()
             self.producer = None
 
+    async def _ship_or_set_aside(self, producer: AIOKafkaProducer, entries: list[Entry]) -> None:
+        """Ship ``entries``; if the broker refuses a batch as too large (the topic's
+        ``max.message.bytes`` below ours), ship them one by one and note in the reject file
+        those it refuses alone, so that the spool moves on past them."""
+        try:
+            await self._ship(producer, entries)
+        except MessageSizeTooLargeError:
+            for entry in entries:
+                try:
+                    await self._ship(producer, [entry])
+                except MessageSizeTooLargeError as exc:
+                    log.error(
+                        "Kafka refuses an alert as too large; noted in the reject file",
+                        extra={"bytes": len(entry.value), "topic": self.topic, "error": str(exc)},
+                    )
+                    if not self.set_aside(entry):
+                        raise OSError("the reject file is not writable") from exc
+
     async def _ship(self, producer: AIOKafkaProducer, entries: list[Entry]) -> None:
         partitions = await producer.partitions_for(self.topic)
         ordered = sorted(partitions)
@@ -117,7 +137,9 @@ class KafkaShipper:
                 futures.append(await producer.send_batch(batch, self.topic, partition=partition))
                 batch = producer.create_batch()
                 if batch.append(key=self.key, value=e.value, timestamp=ts, headers=headers) is None:
-                    raise KafkaError(f"alert of {len(e.value)} bytes does not fit a batch")
+                    raise MessageSizeTooLargeError(
+                        f"an alert of {len(e.value)} bytes does not fit a batch"
+                    )
         if batch.record_count():
             futures.append(await producer.send_batch(batch, self.topic, partition=partition))
         await asyncio.gather(*futures)

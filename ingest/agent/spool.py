@@ -114,10 +114,19 @@ class Spool:
         return self.dir / f"{seg:012d}.seg"
 
     def _load_cursor(self, segs: list[int]) -> tuple[int, int]:
+        oldest = segs[0] if segs else 1
         try:
             seg, off = (int(x) for x in self._cursor_file.read_text().split())
-        except (OSError, ValueError):
-            return (segs[0] if segs else 1), 0
+        except FileNotFoundError:
+            return oldest, 0  # a new spool
+        except (OSError, ValueError) as exc:
+            log.error(
+                "spool cursor unreadable; the spool is sent again from its oldest segment "
+                "(the consumer stores the repeats once)",
+                extra={"file": str(self._cursor_file), "error": str(exc)[:200]},
+            )
+            metrics.AGENT_STATE_UNREADABLE.labels("spool_cursor").inc()
+            return oldest, 0
         if segs and seg < segs[0]:
             return segs[0], 0
         return seg, off

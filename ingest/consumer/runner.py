@@ -42,6 +42,7 @@ class RunStats:
     consumed: int = 0
     indexed: int = 0
     duplicates: int = 0
+    bulk_retries: int = 0  # bulk requests sent again after a 429, 5xx or no answer
     dead_lettered: Counter[str] = field(default_factory=Counter)
 
     def summary(self) -> str:
@@ -49,7 +50,7 @@ class RunStats:
         return (
             f"consumed {self.consumed}, indexed {self.indexed}, "
             f"already stored {self.duplicates}, dead-lettered {sum(self.dead_lettered.values())}"
-            f" ({dlq})"
+            f" ({dlq}), bulk retries {self.bulk_retries}"
         )
 
 
@@ -232,6 +233,7 @@ class FalcoConsumer:
         if outcome is not None:
             st.indexed += outcome.stored
             st.duplicates += outcome.duplicates
+            st.bulk_retries += outcome.retries
             metrics.INDEXED.inc(outcome.stored)
             metrics.DUPLICATES.inc(outcome.duplicates)
         for letter in letters:

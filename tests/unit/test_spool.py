@@ -198,3 +198,26 @@ async def test_a_failed_sync_is_never_acknowledged_later_by_a_second_fsync(tmp_p
     assert not sp.append([("http", 0, b"two")])
     assert len(calls) == 1
     sp.close()
+
+
+def test_an_unreadable_cursor_is_said_at_error_and_the_spool_sent_again(tmp_path, caplog):
+    from prometheus_client import REGISTRY
+
+    spool = Spool(tmp_path, max_bytes=1 << 20)
+    spool.append([("file:a", 1, b'{"n":1}'), ("file:a", 1, b'{"n":2}')])
+    spool.ack(spool.read(10, 1 << 20)[0])
+    spool.close()
+    (tmp_path / "cursor").write_text("garbage")
+    before = (
+        REGISTRY.get_sample_value("ingest_agent_state_unreadable_total", {"file": "spool_cursor"})
+        or 0
+    )
+    with caplog.at_level("ERROR"):
+        again = Spool(tmp_path, max_bytes=1 << 20)
+    assert [e.value for e in again.read(10, 1 << 20)] == [b'{"n":1}', b'{"n":2}']
+    assert any(r.getMessage().startswith("spool cursor unreadable") for r in caplog.records)
+    after = REGISTRY.get_sample_value(
+        "ingest_agent_state_unreadable_total", {"file": "spool_cursor"}
+    )
+    assert after == before + 1
+    again.close()

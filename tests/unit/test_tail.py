@@ -219,3 +219,76 @@ async def test_a_position_another_input_moves_during_the_fsync_waits_for_the_nex
     assert orjson.loads(positions.file.read_bytes()) == {"a": {"offset": 8}}
     assert positions.dirty  # "b" goes with the next save, after its own fsync
     spool.close()
+
+
+async def test_a_line_past_the_limit_is_noted_not_held_and_the_lines_after_it_are_read(
+    tmp_path,
+):
+    """A 5 MB line without a newline yet is never held whole (memory stays bounded) and,
+    once it ends, is noted in the reject file; the alerts after it are read."""
+    log = tmp_path / "falco.json"
+    long = b'{"rule":"long","output":"' + b"z" * 5_000_000
+    with log.open("ab") as fh:
+        write(fh, b'{"n":1}')
+        fh.write(long)
+        fh.flush()
+        async with Tailing(tmp_path, log) as t:
+            await t.until(lambda: t.tail.current is not None and t.tail.current.long is not None)
+            f = t.tail.current
+            assert len(f.buf) <= 100_000 and f.long.size > 100_000
+            await t.until(lambda: f.long.size == len(long))
+            fh.write(b'"}\n')
+            write(fh, b'{"n":2}')
+            fh.flush()
+            await t.until(lambda: len(t.lines()) == 2)
+    assert t.lines() == [b'{"n":1}', b'{"n":2}']
+    [noted] = [orjson.loads(x) for x in (tmp_path / "rejected.jsonl").read_bytes().splitlines()]
+    assert noted["bytes"] == len(long) + 2 and noted["offset"] == len(b'{"n":1}\n')
+    assert noted["head"].startswith('{"rule":"long"') and noted["input"] == f"file:{log}"
+    saved = orjson.loads(t.positions.file.read_bytes())[str(log)]["offset"]
+    assert saved == log.stat().st_size  # past the long line and the alert after it
+
+
+async def test_once_stops_at_a_partial_last_line_and_says_so(tmp_path):
+    log = tmp_path / "falco.json"
+    log.write_bytes(b'{"n":1}\n{"n":2')
+    spool = Spool(tmp_path / "spool", max_bytes=1 << 20)
+    positions = Positions(tmp_path / "state")
+    intake = Intake(spool, tmp_path / "rejected.jsonl", max_alert_bytes=1000)
+    tail = FileTail(log, intake, positions, once=True)
+    await tail.run(asyncio.Event())
+    assert [e.value for e in spool.read(10, 1 << 20)] == [b'{"n":1}']
+    assert tail.partial_lines == [(8, 6)]
+    assert orjson.loads(positions.file.read_bytes())[str(log)]["offset"] == 8
+    spool.close()
+
+
+def test_unreadable_positions_are_said_at_error_counted_and_kept(tmp_path, caplog):
+    state = tmp_path / "state"
+    state.mkdir()
+    (state / "positions.json").write_bytes(b'{"/var/log/falco.json": {"offs')
+    before = (
+        REGISTRY.get_sample_value("ingest_agent_state_unreadable_total", {"file": "positions"}) or 0
+    )
+    with caplog.at_level("ERROR"):
+        positions = Positions(state)
+    assert positions.data == {}
+    assert [r.getMessage() for r in caplog.records if r.levelname == "ERROR"] == [
+        "positions unreadable; every file is read again from its start (the consumer stores "
+        "the repeats once); the file is kept for inspection"
+    ]
+    assert (state / "positions.unreadable").read_bytes().startswith(b'{"/var/log')
+    after = REGISTRY.get_sample_value("ingest_agent_state_unreadable_total", {"file": "positions"})
+    assert after == before + 1
+
+
+async def test_a_saved_position_of_another_shape_reads_that_file_from_its_start(tmp_path, caplog):
+    log = tmp_path / "falco.json"
+    log.write_bytes(b'{"n":1}\n')
+    state = tmp_path / "state"
+    state.mkdir()
+    (state / "positions.json").write_bytes(orjson.dumps({str(log): {"offset": "8"}}))
+    with caplog.at_level("ERROR"):
+        async with Tailing(tmp_path, log) as t:
+            await t.until(lambda: t.lines() == [b'{"n":1}'])
+    assert any("saved position is unreadable" in r.getMessage() for r in caplog.records)
