@@ -46,6 +46,7 @@ class KafkaShipper:
         self.key = host.encode()
         self.batch_bytes = batch_bytes
         self.set_aside = set_aside  # notes an alert Kafka refuses; False if it could not
+        self._refused = False
         self.retry_max_s = retry_max_s
         self.connected = False
         self._partitioner = DefaultPartitioner()
@@ -72,6 +73,9 @@ class KafkaShipper:
                 await self._ship_or_set_aside(self.producer, entries)
             except (KafkaError, OSError) as exc:
                 self.connected = False
+                # A new producer for the next try: an idempotent one whose batch failed may
+                # be out of sequence (every later send fails OutOfOrderSequenceNumber).
+                await self.close()
                 if stop.is_set():
                     log.warning("stopping with alerts still spooled", extra={"error": str(exc)})
                     return
@@ -96,6 +100,15 @@ class KafkaShipper:
             raise
         return producer
 
+    async def _fresh_producer(self) -> AIOKafkaProducer:
+        """A producer in sequence: the current one, unless its last batch was refused."""
+        if self._refused:
+            await self.close()
+        if self.producer is None:
+            self.producer = await self._start_producer()
+        self._refused = False
+        return self.producer
+
     async def close(self) -> None:
         if self.producer is not None:
             await self.producer.stop()
@@ -110,7 +123,7 @@ class KafkaShipper:
         except MessageSizeTooLargeError:
             for entry in entries:
                 try:
-                    await self._ship(producer, [entry])
+                    await self._ship(await self._fresh_producer(), [entry])
                 except MessageSizeTooLargeError as exc:
                     log.error(
                         "Kafka refuses an alert as too large; noted in the reject file",
@@ -142,4 +155,8 @@ class KafkaShipper:
                     )
         if batch.record_count():
             futures.append(await producer.send_batch(batch, self.topic, partition=partition))
-        await asyncio.gather(*futures)
+        try:
+            await asyncio.gather(*futures)
+        except MessageSizeTooLargeError:
+            self._refused = True  # by the broker: this producer is out of sequence now
+            raise

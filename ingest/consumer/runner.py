@@ -307,7 +307,9 @@ async def run_consumer(settings: ConsumerSettings, stop_when_idle: float | None 
             settings.consumer.retry_initial_s,
             settings.consumer.retry_max_s,
         )
-        dlq = DeadLetterQueue(producer, k.dlq_topic, settings.consumer.retry_max_s)
+        dlq = DeadLetterQueue(
+            producer, k.dlq_topic, settings.consumer.retry_max_s, lambda: make_producer(k)
+        )
         app = FalcoConsumer(settings, consumer, sink, dlq)
         consumer.subscribe([k.topic], listener=_Rebalance(app))
         await producer.start()
@@ -334,7 +336,7 @@ async def run_consumer(settings: ConsumerSettings, stop_when_idle: float | None 
                 loop.remove_signal_handler(sig)
             await app.close()
             await consumer.stop()
-            await producer.stop()
+            await dlq.producer.stop()
             if runner is not None:
                 await runner.cleanup()
     log.info("consumer stopped", extra={"summary": app.stats.summary()})

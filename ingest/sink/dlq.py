@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
 from aiokafka import AIOKafkaProducer
@@ -83,10 +83,28 @@ def make_producer(kafka: KafkaSettings, **extra: object) -> AIOKafkaProducer:
 
 
 class DeadLetterQueue:
-    def __init__(self, producer: AIOKafkaProducer, topic: str, retry_max_s: float = 30.0) -> None:
+    """Sends dead letters with ``producer``. ``renew`` makes a new producer: an idempotent
+    one whose batch the broker refused (too large) is out of sequence from then on, and
+    every later send of it fails (OutOfOrderSequenceNumber), so it is replaced."""
+
+    def __init__(
+        self,
+        producer: AIOKafkaProducer,
+        topic: str,
+        retry_max_s: float = 30.0,
+        renew: Callable[[], AIOKafkaProducer] | None = None,
+    ) -> None:
         self.producer = producer
         self.topic = topic
         self._retry_max = retry_max_s
+        self._renew = renew
+
+    async def _new_producer(self) -> None:
+        if self._renew is None:
+            return
+        old, self.producer = self.producer, self._renew()
+        await old.stop()
+        await self.producer.start()
 
     async def send(self, letters: Sequence[DeadLetter]) -> None:
         """Return only when Kafka acknowledged every letter; retries until then."""
@@ -102,13 +120,18 @@ class DeadLetterQueue:
         try:
             futures = [await self._enqueue(dl) for dl in letters]
             results = await asyncio.gather(*futures, return_exceptions=True)
-            for dl, result in zip(letters, results, strict=True):
-                if isinstance(result, MessageSizeTooLargeError):
-                    # The broker refused its batch: this letter alone, shortened if need be.
-                    await self._send_alone(dl)
-                elif isinstance(result, BaseException):
-                    raise result
+            refused = [r for r in results if isinstance(r, MessageSizeTooLargeError)]
+            failed = [r for r in results if isinstance(r, BaseException) and r not in refused]
+            if failed:
+                raise failed[0]
+            if refused:
+                await self._new_producer()
+                for dl, result in zip(letters, results, strict=True):
+                    if isinstance(result, MessageSizeTooLargeError):
+                        # The broker refused its batch: alone, shortened if need be.
+                        await self._send_alone(dl)
         except KafkaError as exc:
+            await self._new_producer()  # whatever its sequence is now, the next try starts anew
             raise DeadLetterError(f"dead-letter topic {self.topic}: {exc}") from exc
 
     async def _enqueue(self, dl: DeadLetter) -> asyncio.Future[object]:
@@ -126,6 +149,7 @@ class DeadLetterQueue:
                 await (await self._produce(letter))
                 return
             except MessageSizeTooLargeError:
+                await self._new_producer()
                 continue
         raise DeadLetterTooLarge(
             f"dead-letter topic {self.topic} refuses even {LAST_VALUE_BYTES} bytes of a record "

@@ -35,3 +35,17 @@ def test_opensearch_down_is_one_line_and_its_own_exit_code(monkeypatch, capsys):
     err = capsys.readouterr().err
     assert err.startswith("falco-ingest: OpenSearch did not answer:")
     assert err.count("\n") == 1 and str(port) in err
+
+
+def test_refused_credentials_are_one_line_and_exit_code_3(monkeypatch, capsys):
+    from ingest import cli
+    from ingest.errors import AccessRefused
+
+    def refused(args):
+        raise AccessRefused("OpenSearch refused our credentials: HTTP 401")
+
+    monkeypatch.setattr(cli, "_consume", refused)
+    assert main(["consume"]) == UNREACHABLE_EXIT == 3
+    assert capsys.readouterr().err == (
+        "falco-ingest: OpenSearch refused our credentials: HTTP 401\n"
+    )
