@@ -95,7 +95,7 @@ class FastPath:
             return None
         try:
             alert = _decode(raw)
-            fields = compact(bytes(alert.output_fields))
+            fields = compact(alert.output_fields)
             cloud_foundry = _decode_cf(fields)  # and output_fields is an object
         except (msgspec.DecodeError, RecursionError):  # with ValidationError: another shape
             return None

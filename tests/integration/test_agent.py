@@ -201,9 +201,14 @@ async def test_concurrent_http_posts_all_reach_kafka(stack, tmp_path, uid):
                 headers={"Content-Encoding": "gzip"},
             ) as r:
                 assert r.status == 200
+            # One line past MAX_ALERT_BYTES: noted in the reject file, not held, answered 200.
             async with session.post(
                 f"http://127.0.0.1:{port}/", data=b"x" * (5 * 1024 * 1024)
             ) as r:
+                assert r.status == 200
+            # More alerts in one body than HTTP_MAX_BODY_BYTES (4 MiB): refused whole.
+            many = b"\n".join([b'{"rule":"r","output":"' + b"y" * 1000 + b'"}'] * 5000)
+            async with session.post(f"http://127.0.0.1:{port}/", data=many) as r:
                 assert r.status == 413
         assert {s for chunk in statuses for s in chunk} == {200}
         got = await wait_in_kafka(topic, set(alerts) | set(ndjson) | set(gzipped))
@@ -211,6 +216,8 @@ async def test_concurrent_http_posts_all_reach_kafka(stack, tmp_path, uid):
         assert stop(agent) == 0
     values = [m.value for m in got]
     assert sorted(values) == sorted(alerts + ndjson + gzipped)
+    [noted] = (tmp_path / "state" / "rejected.jsonl").read_bytes().splitlines()
+    assert orjson.loads(noted)["bytes"] == 5 * 1024 * 1024
 
 
 async def test_spool_full_holds_inputs_back_and_loses_nothing(stack, tmp_path, uid):
