@@ -137,9 +137,9 @@ class ConsumerTuning(_Strict):
     drain_timeout_s: float = Field(default=20.0, gt=0)
     session_timeout_ms: int = Field(default=45_000, ge=6_000)
     # Offsets of finished batches are committed at most this often (and always on a
-    # rebalance and at stop); 0 commits after every batch. A commit costs the broker
-    # 0.6-2.3 ms of CPU and the consumer ~0.4 ms (bench/commit.py): once per batch, the
-    # broker's share per alert in bench/consumer.py fell from 2.6 to 0.9-1.2 ms per 1000.
+    # rebalance and at stop); 0 commits after every batch. A commit costs the broker more
+    # CPU than the batch it covers is worth committing at once (bench/commit.py, and its
+    # figures in bench/README.md).
     commit_interval_ms: int = Field(default=5_000, ge=0, le=60_000)
     retry_initial_s: float = Field(default=0.2, gt=0)
     retry_max_s: float = Field(default=30.0, gt=0)

@@ -1,9 +1,9 @@
 """The consumer's Kafka client, and the records it hands over as aiokafka decodes them.
 
 aiokafka makes a ``ConsumerRecord`` of every record it reads: a dataclass of eleven fields
-filled from the decoded record, two ``len`` calls and a tuple of its headers. Under
-callgrind that is ~6,000 instructions a record, more than a tenth of all the consumer
-does per alert, to copy values the decoded record holds already. The consumer reads
+filled from the decoded record, two ``len`` calls and a tuple of its headers: a large
+share of all the consumer does per alert (bench/README.md has the count), to copy values
+the decoded record holds already. The consumer reads
 ``offset``, ``key``, ``value`` and ``headers``, which aiokafka's decoded records have too
 (topic and partition come with the fetched partition), so its client gets those.
 

@@ -320,9 +320,9 @@ async def run_consumer(settings: ConsumerSettings, stop_when_idle: float | None 
         gc.collect()
         gc.freeze()
         # A young collection every 700 container objects (the default) walks the records of
-        # the batches in flight again and again: 0.5 us an alert, 5 % of the consumer's CPU
-        # (gc.callbacks over 200,000 alerts: 248 collections, 0.10 s). Records live for a
-        # batch and are freed by reference counting; at 50,000 none is needed.
+        # the batches in flight again and again (bench/README.md measures what it cost).
+        # Records live for a batch and are freed by reference counting; at 50,000 none is
+        # needed.
         gc.set_threshold(50_000)
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):

@@ -37,7 +37,7 @@ MAX_KEY_CHARS = 512
 # Where a record came from: (Kafka topic, partition, offset, the agent's headers or None),
 # the headers as the JSON object {"host": ..., "version": ..., "input": ..., "received": ...},
 # encoded once per agent and shared. A plain tuple: one is made per record, and a NamedTuple
-# costs ten times more.
+# costs several times more to make.
 Lineage = tuple[str, int, int, bytes | None]
 
 
