@@ -10,14 +10,28 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
 from aiokafka import AIOKafkaProducer
-from aiokafka.errors import KafkaError, MessageSizeTooLargeError
+from aiokafka.errors import (
+    AuthenticationFailedError,
+    ClusterAuthorizationFailedError,
+    KafkaError,
+    MessageSizeTooLargeError,
+    SaslAuthenticationFailed,
+    TopicAuthorizationFailedError,
+)
 
 from ingest import metrics
 from ingest.config import KafkaSettings
-from ingest.errors import DeadLetterError
+from ingest.errors import AccessRefused, DeadLetterError
 from ingest.retry import retrying
 
 log = logging.getLogger(__name__)
+# What Kafka answers to credentials or ACLs that do not allow a write: no retry helps.
+KAFKA_REFUSALS = (
+    AuthenticationFailedError,
+    SaslAuthenticationFailed,
+    TopicAuthorizationFailedError,
+    ClusterAuthorizationFailedError,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,6 +144,8 @@ class DeadLetterQueue:
                     if isinstance(result, MessageSizeTooLargeError):
                         # The broker refused its batch: alone, shortened if need be.
                         await self._send_alone(dl)
+        except KAFKA_REFUSALS as exc:
+            raise AccessRefused(f"Kafka refused the dead-letter topic {self.topic}: {exc}") from exc
         except KafkaError as exc:
             await self._new_producer()  # whatever its sequence is now, the next try starts anew
             raise DeadLetterError(f"dead-letter topic {self.topic}: {exc}") from exc

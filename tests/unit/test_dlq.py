@@ -61,3 +61,19 @@ async def test_a_topic_that_takes_almost_nothing_gets_the_last_resort_then_stops
     assert len(kept) == 1024 and headers["dlq.original.size"] == b"300000"
     with pytest.raises(DeadLetterTooLarge):
         await DeadLetterQueue(SizedProducer(limit=10), "dlq").send([letter(b"y" * 5000, 4)])
+
+
+async def test_a_topic_our_credentials_may_not_write_stops_instead_of_retrying():
+    from aiokafka.errors import TopicAuthorizationFailedError
+
+    from ingest.errors import AccessRefused
+
+    class Refusing(SizedProducer):
+        async def send(self, topic, value=None, key=None, headers=None):
+            self.accepted.append(value)
+            raise TopicAuthorizationFailedError()
+
+    producer = Refusing(limit=10)
+    with pytest.raises(AccessRefused, match="dead-letter topic dlq"):
+        await DeadLetterQueue(producer, "dlq").send([letter(b"x", 1)])
+    assert len(producer.accepted) == 1  # tried once, not retried
