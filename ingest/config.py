@@ -144,7 +144,9 @@ class ConsumerTuning(_Strict):
     retry_initial_s: float = Field(default=0.2, gt=0)
     retry_max_s: float = Field(default=30.0, gt=0)
     max_event_age_days: int = Field(default=365, ge=1)
-    max_future_s: int = Field(default=86_400, ge=0)
+    # At most a day: the ISM policy keeps a daily index hot for a day more than its day and
+    # retention, for the index an alert that far ahead creates early (ism.HOT_MARGIN_DAYS).
+    max_future_s: int = Field(default=86_400, ge=0, le=86_400)
 
     @model_validator(mode="after")
     def _drain_fits_session(self) -> ConsumerTuning:

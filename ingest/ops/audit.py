@@ -24,7 +24,8 @@ from ingest.ops.archive import (
 from ingest.sink.client import make_client
 
 # ISM acts on its job interval and retries a failed snapshot with backoff: an index is late
-# only when it is still searchable this long after its hot retention ended.
+# only when it is still searchable this long after the policy's hot age (retention plus
+# ism.HOT_MARGIN_DAYS) ended.
 GRACE_DAYS = 2
 VIOLATION_EXIT = 1
 
@@ -42,7 +43,9 @@ class IndexRow:
     day: dt.date
     age_days: int
     policy: str | None  # the ISM policy managing it; None: none (or no ISM at all)
-    state: str | None  # its ISM state
+    state: str | None  # its ISM state ("-> archive" while transitioning)
+    policy_seq_no: int | None = None  # the version of the policy it runs
+    failing: str | None = None  # why ISM's current step for it failed (ISM's cause)
 
 
 @dataclass
@@ -87,8 +90,8 @@ class Report:
         out += [f"- **{v.kind}** `{v.subject}`: {v.detail}" for v in self.violations] or ["none"]
         out += ["", f"## Indices: {len(self.indices)}", ""]
         out += _table(
-            ["index", "day", "age (days)", "ISM policy", "ISM state"],
-            [[r.index, r.day, r.age_days, r.policy, r.state] for r in self.indices],
+            ["index", "day", "age (days)", "ISM policy", "ISM state", "failing"],
+            [[r.index, r.day, r.age_days, r.policy, _state(r), r.failing] for r in self.indices],
         )
         out += ["", f"## Archive `{self.repository}`: {len(self.archive)} snapshots", ""]
         if span := self.span():
@@ -116,6 +119,12 @@ class Report:
             f"Policy in force: `{self.policy['id']}` version {self.policy['version']} "
             f"(states: {', '.join(self.policy['states'])})."
         )
+
+
+def _state(row: IndexRow) -> str | None:
+    if row.policy is not None and row.state is None:
+        return "initializing"
+    return row.state
 
 
 def _table(head: list[str], rows: list[list[Any]]) -> list[str]:
@@ -155,20 +164,47 @@ def findings(
     elif policy.get("differs_from_git"):
         where = ", ".join(policy["differs_from_git"][:5])
         out.append(Finding("policy_differs", policy_id, f"not the reviewed policy in git: {where}"))
+    hot_age = hot_days + ism.HOT_MARGIN_DAYS
+    seq_no = policy.get("seq_no") if policy else None
     for r in indices:
-        if r.age_days > hot_days + GRACE_DAYS:
+        if r.age_days > hot_age + GRACE_DAYS:
             out.append(
                 Finding(
                     "past_hot_retention",
                     r.index,
-                    f"{r.age_days} days old, still searchable (limit {hot_days} + "
+                    f"{r.age_days} days old, still searchable (limit {hot_age} + "
                     f"{GRACE_DAYS} days for ISM to act)",
                 )
             )
         if ism_installed and r.policy != policy_id:
             out.append(Finding("no_policy", r.index, f"managed by {r.policy or 'no policy'}"))
+        elif r.policy_seq_no is not None and seq_no is not None and r.policy_seq_no != seq_no:
+            out.append(
+                Finding(
+                    "policy_outdated",
+                    r.index,
+                    f"runs version seq_no {r.policy_seq_no} of {policy_id}, which is at "
+                    f"{seq_no} (falco-ingest setup moves it)",
+                )
+            )
+        if r.failing is not None:
+            kind = "snapshot_failing" if r.state == "archive" else "ism_failing"
+            out.append(Finding(kind, r.index, f"in state {r.state}: {r.failing}"))
     live = {r.day for r in indices}
     archived = {a.day for a in archive if a.state == "SUCCESS"}
+    # Every alert of day D is searchable until D + 1 + hot_days: a day archived and gone
+    # before that left the hot tier early.
+    for day in sorted(archived - live):
+        left_after = (today - day).days
+        if left_after < hot_days + 1:
+            out.append(
+                Finding(
+                    "deleted_early",
+                    f"{prefix}-{day:%Y.%m.%d}",
+                    f"not searchable {left_after} days after its day: its alerts are to be "
+                    f"searchable for {hot_days} days",
+                )
+            )
     for a in archive:
         if a.expires(months) <= today:
             out.append(
@@ -261,15 +297,20 @@ async def _ism(
             "id": res.name,
             "version": held.version,
             "states": [s.get("name") for s in held.body["policy"].get("states", [])],
+            "seq_no": held.seq_no,
             "differs_from_git": ism.drift(res, held),
         }
     prefix = settings.opensearch.index_prefix
-    explain = await client.transport.perform_request("GET", f"/_plugins/_ism/explain/{prefix}-*")
+    explained = await ism.explain(client, prefix)
     rows = []
     for r in indices:
-        info = explain.get(r.index) or {}
-        state = (info.get("state") or {}).get("name")
-        rows.append(IndexRow(r.index, r.day, r.age_days, info.get("policy_id"), state))
+        e = explained.get(r.index)
+        if e is None:
+            rows.append(r)
+            continue
+        rows.append(
+            IndexRow(r.index, r.day, r.age_days, e.policy_id, e.state, e.policy_seq_no, e.failing)
+        )
     return True, policy, rows
 
 

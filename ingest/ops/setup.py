@@ -15,12 +15,16 @@ from ingest.ops.resources import ROOT, Resource, canonical, load_resources
 from ingest.sink.client import make_client
 
 DRIFT_EXIT = 2
+REFUSED_EXIT = 1  # ISM refused to put some indices on the policy (named); run setup again
+CHANGES = ("create", "update", "add", "move")  # the actions that change the cluster
 
 
 @dataclass(frozen=True)
 class Change:
     resource: str
-    action: str  # create | update | none | skip (cannot be applied to this cluster)
+    # create | update | none | skip (cannot be applied to this cluster); for the indices of
+    # the prefix: add (onto the policy) | move (to its current version) | keep (left alone)
+    action: str
     detail: str
 
 
@@ -89,33 +93,72 @@ async def plan(client: AsyncOpenSearch, settings: OpsSettings) -> list[tuple[Cha
         difference = _diff(res.body, current)
         action = "none" if difference is None else ("create" if current is None else "update")
         out.append((Change(f"{res.kind} {res.name}", action, difference or "in sync"), res))
-    out.append(await _plan_policy(client, settings))
+    out += await _plan_policy(client, settings)
     return out
 
 
-async def _plan_policy(client: AsyncOpenSearch, settings: OpsSettings) -> tuple[Change, Resource]:
+async def _plan_policy(
+    client: AsyncOpenSearch, settings: OpsSettings
+) -> list[tuple[Change, Resource]]:
+    """The policy's line, then the prefix's indices: those without a policy, on an earlier
+    version of ours (or on ours while it is about to change), on another policy."""
     res = ism.policy_resource(settings)
     name = f"{res.kind} {res.name}"
     if not await ism.installed(client):
         why = "the index-management plugin is not installed: retention is not enforced here"
-        return Change(name, "skip", why), res
+        return [(Change(name, "skip", why), res)]
     held = await ism.current(client, res)
     if held is None:
-        return Change(name, "create", "missing"), res
-    changed = ism.drift(res, held)
-    if not changed:
-        return Change(name, "none", "in sync"), res
-    return Change(name, "update", _differs(changed)), ism.conditional(res, held)
+        policy = (Change(name, "create", "missing"), res)
+    elif changed := ism.drift(res, held):
+        policy = (Change(name, "update", _differs(changed)), ism.conditional(res, held))
+    else:
+        policy = (Change(name, "none", "in sync"), res)
+    # After a create or an update every index on the policy runs an earlier version.
+    seq_no = held.seq_no if held is not None and policy[0].action == "none" else -1
+    indices = await ism.explain(client, settings.opensearch.index_prefix)
+    ours = res.name
+    groups = [
+        ("add", "without a policy", [i for i in indices.values() if i.policy_id is None]),
+        (
+            "move",
+            f"on an earlier version of {ours}",
+            [i for i in indices.values() if i.policy_id == ours and not i.on_version(ours, seq_no)],
+        ),
+        (
+            "keep",
+            "on another policy, left as a person set it (the audit names them)",
+            [i for i in indices.values() if i.policy_id not in (None, ours)],
+        ),
+    ]
+    out = [policy]
+    for action, what, group in groups:
+        if group:
+            names = sorted(
+                f"{i.index}" + (f" ({i.policy_id})" if action == "keep" else "") for i in group
+            )
+            detail = f"{len(names)} {what}: " + ", ".join(names[:5])
+            detail += ", ..." if len(names) > 5 else ""
+            out.append((Change(f"ism_indices {ours}", action, detail), res))
+    return out
 
 
 async def apply(
     client: AsyncOpenSearch, changes: list[tuple[Change, Resource]], prefix: str
-) -> None:
+) -> list[ism.Refused]:
+    """Apply the plan; the indices ISM refused to put on the policy."""
+    managed = False
     for change, res in changes:
         if change.action in ("create", "update"):
             await client.transport.perform_request("PUT", res.path, body=res.body)
-        if res.kind == "ism_policy" and change.action != "skip":
-            await ism.attach(client, prefix, updated=change.action == "update")
+        managed = managed or (res.kind == "ism_policy" and change.action != "skip")
+    if not managed:
+        return []
+    policy = ism.policy_resource_for(prefix, changes)
+    held = await ism.current(client, policy)
+    if held is None:
+        return []
+    return await ism.attach(client, prefix, await ism.explain(client, prefix), held.seq_no)
 
 
 async def run_setup(settings: OpsSettings, plan_only: bool = False) -> int:
@@ -125,7 +168,7 @@ async def run_setup(settings: OpsSettings, plan_only: bool = False) -> int:
         changes = await plan(client, settings)
         for change, _ in changes:
             print(f"{change.action:<7} {change.resource}: {change.detail}")
-        drifted = any(c.action in ("create", "update") for c, _ in changes)
+        drifted = any(c.action in CHANGES for c, _ in changes)
         topic_changes = await topic_drift(k, *topics) if k.create_topics else {}
         for topic, differs in topic_changes.items():
             action = "create" if differs is None else ("update" if differs else "none")
@@ -135,14 +178,29 @@ async def run_setup(settings: OpsSettings, plan_only: bool = False) -> int:
         if plan_only:
             print("drift: cluster differs from git" if drifted else "no drift")
             return DRIFT_EXIT if drifted else 0
-        await apply(client, changes, settings.opensearch.index_prefix)
+        refused = await apply(client, changes, settings.opensearch.index_prefix)
     if topic_changes:
         await ensure_topics(k, *topics)
         for topic, differs in topic_changes.items():
             if differs:
                 await set_topic_configs(k, topic)
-    print("applied" if drifted else "nothing to do")
-    return 0
+    lines, code = refusal_lines(refused)
+    for line in lines or ["applied" if drifted else "nothing to do"]:
+        print(line)
+    return code
+
+
+def refusal_lines(refused: list[ism.Refused]) -> tuple[list[str], int]:
+    """What setup says of the indices ISM refused, and its exit code."""
+    if not refused:
+        return [], 0
+    lines = [f"refused ism_index {r.index}: {r.reason}" for r in refused]
+    lines.append(
+        f"ISM refused {len(refused)} index(es), named above: they are not on the current "
+        "policy. Run setup again (an index between two states takes a change once ISM has "
+        "moved it, within its job interval)"
+    )
+    return lines, REFUSED_EXIT
 
 
 def _topic_detail(differs: dict[str, str]) -> str:

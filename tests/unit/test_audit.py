@@ -6,6 +6,7 @@ import orjson
 
 from ingest.ops.archive import ArchivedDay, RestoredIndex
 from ingest.ops.audit import GRACE_DAYS, IndexRow, Report, findings, restored_findings
+from ingest.ops.ism import HOT_MARGIN_DAYS
 
 TODAY = dt.date(2026, 11, 26)
 POLICY = {"id": "falco-retention", "version": 3, "states": ["hot", "archive", "delete"]}
@@ -42,7 +43,7 @@ def test_a_clean_cluster_has_no_violation():
 
 def test_each_planted_violation_is_named_once():
     indices, archive = clean_cluster()
-    late = TODAY - dt.timedelta(days=365 + GRACE_DAYS + 1)
+    late = TODAY - dt.timedelta(days=365 + HOT_MARGIN_DAYS + GRACE_DAYS + 1)
     indices.append(index(late))  # hot retention over, still searchable
     indices[-2] = index(indices[-2].day, policy=None)  # not managed by ISM
     gone = dt.date(2025, 3, 3)
@@ -63,7 +64,7 @@ def test_each_planted_violation_is_named_once():
 
 def test_within_the_grace_period_an_old_index_is_not_yet_a_violation():
     indices, archive = clean_cluster()
-    indices.append(index(TODAY - dt.timedelta(days=365 + GRACE_DAYS)))
+    indices.append(index(TODAY - dt.timedelta(days=365 + HOT_MARGIN_DAYS + GRACE_DAYS)))
     assert check(indices, archive) == []
 
 
@@ -92,7 +93,7 @@ def test_report_renders_both_formats():
     assert len(data["indices"]) == 366 and data["policy"]["version"] == 3
     text = report.to_markdown()
     assert "`falco-retention` version 3" in text
-    assert "| falco-2026.11.26 | 2026-11-26 | 0 | falco-retention | hot |" in text
+    assert "| falco-2026.11.26 | 2026-11-26 | 0 | falco-retention | hot | - |" in text
     assert f"## Violations: {len(report.violations)}" in text
 
 

@@ -16,12 +16,20 @@ def render(**values: str) -> dict:
 
 
 def test_hot_then_snapshot_then_delete_only_after_the_snapshot():
-    policy = render(hot_age="365d", retry_delay="10m", repository="falco-archive", prefix="falco")
+    policy = render(
+        hot_age="367d",
+        hot_days="365",
+        archive_months="30",
+        retry_delay="10m",
+        repository="falco-archive",
+        prefix="falco",
+    )
     states = {s["name"]: s for s in policy["states"]}
     assert policy["default_state"] == "hot"
     assert states["hot"]["transitions"] == [
-        {"state_name": "archive", "conditions": {"min_index_age": "365d"}}
+        {"state_name": "archive", "conditions": {"min_index_age": "367d"}}
     ]
+    assert "at least 365 days" in policy["description"] and "30 months" in policy["description"]
     snapshot = [a for a in states["archive"]["actions"] if "snapshot" in a]
     assert snapshot and snapshot[0]["snapshot"]["repository"] == "falco-archive"
     assert snapshot[0]["retry"]["count"] >= 1
