@@ -1,10 +1,15 @@
-"""OpenSearch 2.19 single node, assembled from Maven Central artifacts.
+"""An OpenSearch single node, assembled from Maven Central artifacts, in one of two releases.
 
-The integ-test-zip distribution carries only the transport module. We add the
-job-scheduler plugin zip and assemble the lang-mustache module (needed by ISM's
-snapshot action) from its official jars with a plugin descriptor. The
-index-management (ISM) plugin zip is installed when Maven Central serves it; see
-README "Why no ISM plugin locally".
+3.3.2 (the default): the integ-test-zip distribution and the repository-s3 plugin assembled
+from its jar and dependencies with a plugin descriptor and a security policy, so that the
+archive is a real S3 repository in the stack's bucket (moto). It needs Java 21 or newer.
+
+2.19.0 (``INGEST_STACK_OPENSEARCH_VERSION=2.19.0``, what platforms run today): the
+integ-test-zip, the job-scheduler plugin zip and the lang-mustache module (needed by ISM's
+snapshot action) assembled from its jars; Maven Central serves no repository-s3 for 2.x, so
+its archive is an ``fs`` repository under ``path.repo``. It runs on Java 17.
+
+The index-management (ISM) plugin zip is installed when Maven Central serves it; see README.
 """
 
 from __future__ import annotations
@@ -18,34 +23,71 @@ import time
 import urllib.error
 import urllib.request
 import zipfile
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from ingest.errors import StackError
 from ingest.stack import fetch, process
 from ingest.stack.layout import Layout
 
-OPENSEARCH_VERSION = "2.19.0"
-PLUGIN_VERSION = f"{OPENSEARCH_VERSION}.0"
 RUN_AS = "falco-opensearch"
-_DIST = f"org.opensearch.distribution.integ-test-zip:opensearch:{OPENSEARCH_VERSION}:zip"
-_PLUGINS = {
-    "opensearch-job-scheduler": (
-        f"org.opensearch.plugin:opensearch-job-scheduler:{PLUGIN_VERSION}:zip"
-    ),
-    "opensearch-index-management": (
-        f"org.opensearch.plugin:opensearch-index-management:{PLUGIN_VERSION}:zip"
-    ),
+VERSION_SETTING = "INGEST_STACK_OPENSEARCH_VERSION"
+
+
+@dataclass(frozen=True)
+class Release:
+    version: str
+    java: int  # the oldest Java it runs on
+    mustache: bool  # assemble the lang-mustache module (2.x: ISM's snapshot action)
+    s3: bool  # assemble repository-s3 from its jar: the archive is an S3 repository
+    plugins: dict[str, str] = field(init=False)
+
+    def __post_init__(self) -> None:
+        plugin = f"{self.version}.0"
+        object.__setattr__(
+            self,
+            "plugins",
+            {
+                name: f"org.opensearch.plugin:{name}:{plugin}:zip"
+                for name in ("opensearch-job-scheduler", "opensearch-index-management")
+            },
+        )
+
+    @property
+    def dist(self) -> str:
+        return f"org.opensearch.distribution.integ-test-zip:opensearch:{self.version}:zip"
+
+
+RELEASES = {
+    "3.3.2": Release("3.3.2", java=21, mustache=False, s3=True),
+    "2.19.0": Release("2.19.0", java=17, mustache=True, s3=False),
 }
-_MUSTACHE = [f"org.opensearch.plugin:lang-mustache-client:{OPENSEARCH_VERSION}"]
-_MUSTACHE_DESCRIPTOR = f"""description=Mustache scripting integration for OpenSearch
-version={OPENSEARCH_VERSION}
+DEFAULT_VERSION = "3.3.2"
+
+
+def release() -> Release:
+    """The release ``INGEST_STACK_OPENSEARCH_VERSION`` names (default 3.3.2)."""
+    version = os.environ.get(VERSION_SETTING, DEFAULT_VERSION)
+    if version not in RELEASES:
+        raise StackError(
+            "opensearch",
+            f"{VERSION_SETTING}={version}: the local stack runs " + " or ".join(sorted(RELEASES)),
+        )
+    return RELEASES[version]
+
+
+def _mustache_descriptor(version: str) -> str:
+    return f"""description=Mustache scripting integration for OpenSearch
+version={version}
 name=lang-mustache
 classname=org.opensearch.script.mustache.MustachePlugin
 java.version=11
-opensearch.version={OPENSEARCH_VERSION}
+opensearch.version={version}
 extended.plugins=
 has.native.controller=false
 """
+
+
 _MUSTACHE_POLICY = """grant {
   permission java.lang.reflect.ReflectPermission "suppressAccessChecks";
   permission java.lang.RuntimePermission "accessDeclaredMembers";
@@ -53,13 +95,37 @@ _MUSTACHE_POLICY = """grant {
 """
 
 
+def _s3_descriptor(version: str) -> str:
+    return f"""description=Snapshot repositories in S3
+version={version}
+name=repository-s3
+classname=org.opensearch.repositories.s3.S3RepositoryPlugin
+java.version=21
+opensearch.version={version}
+extended.plugins=
+has.native.controller=false
+"""
+
+
+# The plugin opens connections to the S3 endpoint; OpenSearch 3's agent refuses a plugin
+# any socket its policy does not grant.
+_S3_POLICY = """grant {
+  permission java.net.SocketPermission "*", "connect,resolve";
+};
+"""
+# moto takes any credentials; the node reads them from its keystore.
+S3_ACCESS_KEY = "testing"
+S3_SECRET_KEY = "testing"  # noqa: S105 - moto's, for the local stack only
+
+
 class OpenSearch:
     name = "opensearch"
 
     def __init__(self, layout: Layout) -> None:
         self.layout = layout
+        self.release = release()
         self.home = layout.opensearch_home
-        self.dist = self.home / f"opensearch-{OPENSEARCH_VERSION}"
+        self.dist = self.home / f"opensearch-{self.release.version}"
         self.port = layout.opensearch_port
         self.pid_file = self.home / "opensearch.pid"
         self.stdout = self.home / "stdout.log"
@@ -75,10 +141,14 @@ class OpenSearch:
         return self.dist / "logs" / "falco-ingest-dev.log"
 
     def env(self) -> dict[str, str]:
-        return {
+        env = {
             "INGEST_OPENSEARCH__URL": self.url,
             "INGEST_STACK_SNAPSHOT_DIR": str(self.snapshots),
+            VERSION_SETTING: self.release.version,
         }
+        if self.release.s3:
+            env["INGEST_ARCHIVE_TYPE"] = "s3"
+        return env
 
     def _assemble(self) -> None:
         marker = self.dist / ".assembled"
@@ -87,34 +157,59 @@ class OpenSearch:
             return
         cache = self.layout.cache / "opensearch"
         log = self.layout.cache / "fetch.log"
-        dist_zip = fetch.artifact(self.name, _DIST, cache, log)
+        rel = self.release
+        dist_zip = fetch.artifact(self.name, rel.dist, cache, log)
         shutil.rmtree(self.dist, ignore_errors=True)
         self.home.mkdir(parents=True, exist_ok=True)
         _unzip(dist_zip, self.home)
         missing = []
-        for plugin, coord in _PLUGINS.items():
+        for plugin, coord in rel.plugins.items():
             try:
                 plugin_zip = fetch.artifact(self.name, coord, cache, log)
             except StackError:
                 missing.append(plugin)
                 continue
             _unzip(plugin_zip, self.dist / "plugins" / plugin)
-        mustache = fetch.jars_with_dependencies(
-            self.name, _MUSTACHE, cache / f"lang-mustache-{OPENSEARCH_VERSION}", log
-        )
-        module = self.dist / "modules" / "lang-mustache"
-        module.mkdir(parents=True, exist_ok=True)
-        for jar in mustache.glob("*.jar"):
-            shutil.copy2(jar, module / jar.name)
-        (module / "plugin-descriptor.properties").write_text(_MUSTACHE_DESCRIPTOR)
-        (module / "plugin-security.policy").write_text(_MUSTACHE_POLICY)
+        if rel.mustache:
+            self._add(
+                "modules/lang-mustache",
+                f"org.opensearch.plugin:lang-mustache-client:{rel.version}",
+                _mustache_descriptor(rel.version),
+                _MUSTACHE_POLICY,
+            )
+        if rel.s3:
+            self._add(
+                "plugins/repository-s3",
+                f"org.opensearch.plugin:repository-s3:{rel.version}",
+                _s3_descriptor(rel.version),
+                _S3_POLICY,
+            )
         for script in (self.dist / "bin").iterdir():
             script.chmod(0o755)
         self.plugins_missing = missing
         marker.write_text(json.dumps({"missing": missing}))
 
+    def _add(self, where: str, coord: str, descriptor: str, policy: str) -> None:
+        """A module or plugin assembled from its jar and dependencies, leaving out the jars
+        the node's own lib/ has (two copies of a class stop the node: "jar hell")."""
+        name = where.rsplit("/", 1)[1]
+        jars = fetch.jars_with_dependencies(
+            self.name,
+            [coord],
+            self.layout.cache / "opensearch" / f"{name}-{self.release.version}",
+            self.layout.cache / "fetch.log",
+        )
+        core = {_artifact(jar.name) for jar in (self.dist / "lib").glob("*.jar")}
+        folder = self.dist / where
+        folder.mkdir(parents=True, exist_ok=True)
+        for jar in jars.glob("*.jar"):
+            if _artifact(jar.name) not in core:
+                shutil.copy2(jar, folder / jar.name)
+        (folder / "plugin-descriptor.properties").write_text(descriptor)
+        (folder / "plugin-security.policy").write_text(policy)
+
     def _configure(self) -> None:
-        data = self.home / "data"
+        data = self.home / f"data-{self.release.version}"  # a 2.x node cannot read 3.x data
         data.mkdir(parents=True, exist_ok=True)
         self.snapshots.mkdir(parents=True, exist_ok=True)
         lines = [
@@ -130,6 +225,13 @@ class OpenSearch:
             "action.auto_create_index: true",
             "cluster.routing.allocation.disk.threshold_enabled: false",
         ]
+        if self.release.s3:
+            lines += [
+                f"s3.client.default.endpoint: 127.0.0.1:{self.layout.s3_port}",
+                "s3.client.default.protocol: http",
+                "s3.client.default.path_style_access: true",
+                "s3.client.default.region: us-east-1",
+            ]
         if "opensearch-index-management" not in self.plugins_missing:
             lines += [
                 "plugins.index_state_management.job_interval: 1",
@@ -158,14 +260,23 @@ class OpenSearch:
 
     def start(self) -> None:
         if process.read_pid(self.pid_file):
+            running = self._running_version()
+            if running not in (None, self.release.version):
+                raise StackError(
+                    self.name,
+                    f"OpenSearch {running} runs here, {VERSION_SETTING} asks for "
+                    f"{self.release.version}: `falco-ingest stack down` first",
+                )
             self._assemble()
             return
         if process.port_open("127.0.0.1", self.port):
             raise StackError(self.name, f"port {self.port} is taken by another process")
         self._assemble()
         self._configure()
+        java_home = os.environ.get("OPENSEARCH_JAVA_HOME") or _java_home(self.release)
+        if self.release.s3:
+            self._keystore(java_home)
         user = self._user()
-        java_home = os.environ.get("OPENSEARCH_JAVA_HOME") or _java_home()
         heap = os.environ.get("INGEST_STACK_OPENSEARCH_HEAP", "1g")
         env = {
             "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
@@ -182,6 +293,23 @@ class OpenSearch:
             user=user,
         )
 
+    def _keystore(self, java_home: str) -> None:
+        """The S3 client's credentials, which a node reads only from its keystore."""
+        tool = str(self.dist / "bin" / "opensearch-keystore")
+        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "OPENSEARCH_JAVA_HOME": java_home}
+        keystore = self.dist / "config" / "opensearch.keystore"
+        runs: list[tuple[list[str], str | None]] = []
+        if not keystore.exists():
+            runs.append(([tool, "create"], None))
+        runs += [
+            ([tool, "add", "--stdin", "--force", "s3.client.default.access_key"], S3_ACCESS_KEY),
+            ([tool, "add", "--stdin", "--force", "s3.client.default.secret_key"], S3_SECRET_KEY),
+        ]
+        for argv, secret in runs:
+            done = subprocess.run(argv, input=secret, env=env, capture_output=True, text=True)
+            if done.returncode != 0:
+                raise StackError(self.name, f"{' '.join(argv[1:3])}: {done.stderr.strip()[-300:]}")
+
     def wait(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -197,6 +325,13 @@ class OpenSearch:
             time.sleep(0.5)
         raise StackError(self.name, f"not ready after {timeout:.0f}s", str(self.log))
 
+    def _running_version(self) -> str | None:
+        try:
+            with urllib.request.urlopen(self.url, timeout=2) as resp:  # noqa: S310
+                return str(json.loads(resp.read())["version"]["number"])
+        except (urllib.error.URLError, OSError, ValueError, KeyError):
+            return None
+
     def health(self) -> tuple[bool, str]:
         pid = process.read_pid(self.pid_file)
         if pid is None:
@@ -210,7 +345,7 @@ class OpenSearch:
             return False, f"pid {pid}, not answering on {self.url}"
         ok = status in ("green", "yellow")
         return ok, (
-            f"pid {pid}, {self.url}, OpenSearch {OPENSEARCH_VERSION}, cluster {status}, "
+            f"pid {pid}, {self.url}, OpenSearch {self.release.version}, cluster {status}, "
             f"plugins: {', '.join(sorted(plugins)) or 'none'}"
         )
 
@@ -223,8 +358,42 @@ def _unzip(archive: Path, dest: Path) -> None:
         zf.extractall(dest)
 
 
-def _java_home() -> str:
+def _artifact(jar: str) -> str:
+    """``jackson-core`` of ``jackson-core-2.18.2.jar``."""
+    parts = jar.removesuffix(".jar").split("-")
+    while parts and not parts[-1][:1].isalpha():
+        parts.pop()
+    return "-".join(parts)
+
+
+def _java_home(rel: Release) -> str:
+    """A Java home of at least the release's Java: the one on PATH, else the newest JDK
+    under /usr/lib/jvm (Debian's and Temurin's place)."""
+    found: list[tuple[int, Path]] = []
     java = shutil.which("java")
-    if java is None:
-        raise StackError("opensearch", "no java on PATH (Java 17 or newer is needed)")
-    return str(Path(java).resolve().parent.parent)
+    if java is not None:
+        home = Path(java).resolve().parent.parent
+        found.append((_java_version(home), home))
+    jvm = Path("/usr/lib/jvm")
+    if jvm.is_dir():
+        found += [(_java_version(h), h) for h in sorted(jvm.iterdir()) if (h / "bin/java").exists()]
+    good = [(v, h) for v, h in found if v >= rel.java]
+    if not good:
+        raise StackError(
+            "opensearch",
+            f"OpenSearch {rel.version} needs Java {rel.java} or newer and none was found: set "
+            f"OPENSEARCH_JAVA_HOME, or {VERSION_SETTING}=2.19.0 (runs on Java 17)",
+        )
+    on_path = [h for v, h in good if java is not None and h == Path(java).resolve().parent.parent]
+    return str(on_path[0] if on_path else max(good)[1])
+
+
+def _java_version(home: Path) -> int:
+    """The feature version of the JDK at ``home`` (its ``release`` file), 0 if unknown."""
+    try:
+        for line in (home / "release").read_text().splitlines():
+            if line.startswith("JAVA_VERSION="):
+                return int(line.split("=", 1)[1].strip('"').split(".")[0])
+    except (OSError, ValueError):
+        pass
+    return 0

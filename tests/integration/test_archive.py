@@ -4,7 +4,6 @@ retention audit over real indices and snapshots."""
 from __future__ import annotations
 
 import datetime as dt
-import os
 
 import orjson
 
@@ -19,6 +18,7 @@ from ingest.ops.archive import (
     restored_indices,
 )
 from ingest.ops.audit import run_audit
+from ingest.ops.setup import _repository
 from tests.integration.conftest import count_docs, os_client
 
 
@@ -32,14 +32,24 @@ def ops_for(prefix: str, repo: str) -> OpsSettings:
     )
 
 
+def snapshot_objects(settings: OpsSettings, repo: str) -> list[str]:
+    """The snapshot files (``snap-*.dat``) of an S3 archive, as S3 lists them (boto3)."""
+    import boto3
+
+    s3 = boto3.client("s3", endpoint_url=settings.s3.endpoint_url, region_name="us-east-1")
+    pages = s3.get_paginator("list_objects_v2").paginate(Bucket=settings.s3.bucket, Prefix=repo)
+    keys = [o["Key"] for page in pages for o in page.get("Contents", [])]
+    return sorted(k for k in keys if k.rsplit("/", 1)[-1].startswith("snap-"))
+
+
 async def test_prune_removes_only_our_old_snapshots_and_restore_brings_a_day_back(prefix, uid):
+    """In the repository ``setup`` makes on this node: S3 in the stack's bucket on
+    OpenSearch 3 (with repository-s3), a shared directory on 2.19."""
     repo = f"archive-{uid}"
-    base = os.environ["INGEST_STACK_SNAPSHOT_DIR"]
+    settings = ops_for(prefix, repo)
     days = {"2023.01.15": 2, "2026.11.20": 3}  # one past 30 months, one recent
     async with os_client() as client:
-        await client.snapshot.create_repository(
-            repository=repo, body={"type": "fs", "settings": {"location": f"{base}/{repo}"}}
-        )
+        await client.snapshot.create_repository(repository=repo, body=_repository(settings))
         try:
             for day, n in days.items():
                 index = f"{prefix}-{day}"
@@ -63,7 +73,9 @@ async def test_prune_removes_only_our_old_snapshots_and_restore_brings_a_day_bac
                 body={"indices": f"{prefix}-2023.01.15"},
                 wait_for_completion=True,
             )
-            settings = ops_for(prefix, repo)
+            in_s3 = settings.archive_type == "s3"
+            if in_s3:  # each snapshot is in the bucket, under the repository's base path
+                assert len(snapshot_objects(settings, repo)) == 5
             old, new = f"{prefix}-2023.01.15", f"{prefix}-2026.11.20"
             ism = "-2027.01.02-03:04:05.678"
             listed = await archived_days(client, repo, prefix)
@@ -85,6 +97,8 @@ async def test_prune_removes_only_our_old_snapshots_and_restore_brings_a_day_bac
                 for s in (await client.snapshot.get(repository=repo, snapshot="_all"))["snapshots"]
             }
             assert left == {"manual-backup", new, new + ism}
+            if in_s3:
+                assert len(snapshot_objects(settings, repo)) == 3
 
             await client.indices.delete(index=f"{prefix}-2026.11.20")  # ISM's delete, by hand
             names = await restore(client, settings, dt.date(2026, 11, 1), dt.date(2026, 11, 30))
@@ -115,7 +129,6 @@ async def test_audit_retention_reports_what_is_there_and_flags_each_planted_viol
     prefix, uid, capsys
 ):
     repo = f"archive-{uid}"
-    base = os.environ["INGEST_STACK_SNAPSHOT_DIR"]
     settings = ops_for(prefix, repo)
     today = dt.datetime.now(dt.UTC).date()
 
@@ -126,9 +139,7 @@ async def test_audit_retention_reports_what_is_there_and_flags_each_planted_viol
         await client.index(index=name(days_ago), body={"@type": "falco"}, refresh=True)
 
     async with os_client() as client:
-        await client.snapshot.create_repository(
-            repository=repo, body={"type": "fs", "settings": {"location": f"{base}/{repo}"}}
-        )
+        await client.snapshot.create_repository(repository=repo, body=_repository(settings))
         try:
             for days_ago in (2, 1, 0):
                 await make_index(days_ago)

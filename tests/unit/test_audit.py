@@ -103,3 +103,17 @@ def test_restored_copies_kept_past_their_days_are_flagged():
     by_hand = RestoredIndex("restored-falco-2025.01.03", None)
     got = restored_findings([old, recent, by_hand], TODAY, 30)
     assert [(f.kind, f.subject) for f in got] == [("restored_past_retention", old.index)]
+
+
+def test_a_day_gone_from_the_hot_tier_before_its_year_is_deleted_early():
+    """Every alert of day D is to be searchable until D + 1 + 365: a day archived and gone
+    before that left the hot tier early, even with its snapshot there."""
+    indices, archive = clean_cluster()
+    early = TODAY - dt.timedelta(days=200)
+    indices = [r for r in indices if r.day != early]
+    archive.append(snapshot(early))
+    got = [(f.kind, f.subject) for f in check(indices, archive)]
+    assert got == [("deleted_early", f"falco-{early:%Y.%m.%d}")]
+    # the day before the clean cluster's oldest index has had its year: not early
+    oldest = min(r.day for r in indices)
+    assert (TODAY - (oldest - dt.timedelta(days=1))).days == 365 + 1
