@@ -236,6 +236,11 @@ def _unreachable(exc: Exception) -> str | None:
     from opensearchpy.exceptions import ConnectionError as OpenSearchDown
     from opensearchpy.exceptions import TransportError
 
+    from ingest.sink.client import refusal
+
+    refused = refusal(exc)
+    if refused is not None:
+        return refused
     if isinstance(exc, OpenSearchDown):
         return f"OpenSearch did not answer: {exc.info or exc.error}"
     if isinstance(exc, TransportError):

@@ -32,6 +32,23 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+def _secret_from_file(value: SecretStr | None, file: Path | None, name: str) -> SecretStr | None:
+    """A password given as itself or as a file holding it (a Kubernetes Secret mounted as a
+    file), not both. The file's content without its line end; the error names the setting,
+    never the value."""
+    if file is None:
+        return value
+    if value is not None:
+        raise ValueError(f"{name} and {name}_file are both set: give one")
+    try:
+        text = file.read_text().rstrip("\r\n")
+    except OSError as exc:
+        raise ValueError(f"{name}_file {file}: {exc.strerror}") from None
+    if not text:
+        raise ValueError(f"{name}_file {file} is empty")
+    return SecretStr(text)
+
+
 class KafkaSettings(_Strict):
     bootstrap_servers: str = "127.0.0.1:39092"
     topic: str = "falco.events"
@@ -42,6 +59,7 @@ class KafkaSettings(_Strict):
     sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
     sasl_username: str | None = None
     sasl_password: SecretStr | None = None
+    sasl_password_file: Path | None = None  # a mounted Secret: read at start
     ssl_cafile: Path | None = None
     ssl_certfile: Path | None = None
     ssl_keyfile: Path | None = None
@@ -66,6 +84,10 @@ class KafkaSettings(_Strict):
 
     @model_validator(mode="after")
     def _sasl_complete(self) -> KafkaSettings:
+        secret = _secret_from_file(
+            self.sasl_password, self.sasl_password_file, "kafka.sasl_password"
+        )
+        object.__setattr__(self, "sasl_password", secret)
         if self.security_protocol.startswith("SASL"):
             if not (self.sasl_mechanism and self.sasl_username and self.sasl_password):
                 raise ValueError(
@@ -102,6 +124,7 @@ class OpenSearchSettings(_Strict):
     url: str = Field(default="http://127.0.0.1:39200", pattern=r"^https?://[^/\s]+/?$")
     username: str | None = None
     password: SecretStr | None = None
+    password_file: Path | None = None  # a mounted Secret: read at start
     ca_certs: Path | None = None
     verify_certs: bool = True
     index_prefix: str = "falco"
@@ -111,6 +134,8 @@ class OpenSearchSettings(_Strict):
 
     @model_validator(mode="after")
     def _check(self) -> OpenSearchSettings:
+        secret = _secret_from_file(self.password, self.password_file, "opensearch.password")
+        object.__setattr__(self, "password", secret)
         if not _INDEX_PREFIX.match(self.index_prefix):
             raise ValueError(
                 "opensearch.index_prefix must be lowercase letters, digits, '-', '_' or '.'"

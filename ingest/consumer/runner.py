@@ -296,11 +296,11 @@ async def run_consumer(settings: ConsumerSettings, stop_when_idle: float | None 
     k = settings.kafka
     if k.create_topics:
         await ensure_topics(k, k.topic, k.dlq_topic)
-    consumer = make_consumer(settings)
-    producer = make_producer(k)
     async with make_client(settings.opensearch, BulkAnswers()) as client:
-        if settings.opensearch.require_template:
+        if settings.opensearch.require_template:  # before any Kafka client is made
             await require_template(client, settings.opensearch.index_prefix)
+        consumer = make_consumer(settings)
+        producer = make_producer(k)
         sink = OpenSearchSink(
             client,
             settings.opensearch.index_prefix,

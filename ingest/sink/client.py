@@ -7,9 +7,10 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+import aiohttp
 import orjson
 from opensearchpy import AsyncOpenSearch
-from opensearchpy.exceptions import TransportError
+from opensearchpy.exceptions import SSLError, TransportError
 from opensearchpy.serializer import JSONSerializer
 
 from ingest.config import OpenSearchSettings
@@ -32,6 +33,11 @@ async def make_client(
     auth = None
     if settings.username and settings.password:
         auth = (settings.username, settings.password.get_secret_value())
+    if settings.url.startswith("https") and not settings.verify_certs:
+        log.warning(
+            "OpenSearch's TLS certificate is not verified (INGEST_OPENSEARCH__VERIFY_CERTS="
+            "false): anyone on the path can read the alerts and the credentials"
+        )
     client = AsyncOpenSearch(
         hosts=[settings.url],
         http_auth=auth,
@@ -57,11 +63,9 @@ async def require_template(client: AsyncOpenSearch, prefix: str) -> None:
     try:
         found = await client.indices.exists_index_template(name=prefix)
     except TransportError as exc:
-        if exc.status_code in (401, 403):
-            raise AccessRefused(
-                f"OpenSearch refused our credentials ({exc.status_code}): check "
-                "INGEST_OPENSEARCH__USERNAME / __PASSWORD and the user's privileges"
-            ) from exc
+        refused = refusal(exc)
+        if refused is not None:
+            raise AccessRefused(refused) from exc
         log.warning(
             "index template not checked: OpenSearch did not answer", extra={"error": str(exc)}
         )
@@ -71,3 +75,39 @@ async def require_template(client: AsyncOpenSearch, prefix: str) -> None:
             f"OpenSearch has no index template {prefix!r} (INGEST_OPENSEARCH__INDEX_PREFIX): "
             "run `falco-ingest setup` first, or set INGEST_OPENSEARCH__REQUIRE_TEMPLATE=false"
         )
+
+
+def refusal(exc: Exception) -> str | None:
+    """One line for an OpenSearch that refuses us for good: our credentials or privileges
+    (401/403), or a TLS certificate we do not trust; None for anything else."""
+    if _untrusted(exc):
+        return (
+            f"OpenSearch's TLS certificate is not trusted ({_ssl_reason(exc)}): check "
+            "INGEST_OPENSEARCH__CA_CERTS and the host name in INGEST_OPENSEARCH__URL"
+        )
+    status = getattr(exc, "status_code", None)
+    if status in (401, 403):
+        what = "credentials" if status == 401 else "privileges"
+        return (
+            f"OpenSearch refused our {what} (HTTP {status}): check "
+            "INGEST_OPENSEARCH__USERNAME / INGEST_OPENSEARCH__PASSWORD(_FILE) and the user's role"
+        )
+    return None
+
+
+def _untrusted(exc: Exception) -> bool:
+    """A TLS handshake that failed on the server's certificate (opensearch-py's SSLError,
+    or aiohttp's certificate error inside its ConnectionError)."""
+    if isinstance(exc, SSLError):
+        return True
+    info = getattr(exc, "info", None)
+    return isinstance(exc, TransportError) and isinstance(info, aiohttp.ClientSSLError)
+
+
+def _ssl_reason(exc: Exception) -> str:
+    """The verification error, short ("unable to get local issuer certificate")."""
+    text = str(getattr(exc, "info", None) or exc)
+    marker = "certificate verify failed: "
+    if marker in text:
+        return text.split(marker, 1)[1].split(" (_ssl")[0].strip()
+    return text[:160]

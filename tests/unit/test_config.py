@@ -81,3 +81,34 @@ def test_a_resources_dir_without_the_json_folders_fails_at_start(monkeypatch, tm
     for folder in ("mappings", "index_templates", "ilm"):
         (tmp_path / folder).mkdir()
     assert load(OpsSettings).resources_dir == tmp_path
+
+
+def test_passwords_come_from_files_as_mounted_secrets(monkeypatch, tmp_path):
+    secret = tmp_path / "password"
+    secret.write_text("from-a-secret\n")
+    monkeypatch.setenv("INGEST_OPENSEARCH__USERNAME", "falco-consumer")
+    monkeypatch.setenv("INGEST_OPENSEARCH__PASSWORD_FILE", str(secret))
+    monkeypatch.setenv("INGEST_KAFKA__SASL_PASSWORD_FILE", str(secret))
+    s = load(ConsumerSettings)
+    assert s.opensearch.password.get_secret_value() == "from-a-secret"  # line end dropped
+    assert s.kafka.sasl_password.get_secret_value() == "from-a-secret"
+    assert "from-a-secret" not in repr(s)
+
+
+@pytest.mark.parametrize(
+    ("extra", "named"),
+    [
+        ({"INGEST_OPENSEARCH__PASSWORD": "x"}, "opensearch.password and opensearch.password_file"),
+        ({}, "opensearch.password_file"),
+    ],
+)
+def test_a_password_file_that_cannot_be_used_fails_naming_the_setting(
+    monkeypatch, tmp_path, extra, named
+):
+    missing = tmp_path / "no-such-file"
+    monkeypatch.setenv("INGEST_OPENSEARCH__PASSWORD_FILE", str(missing))
+    for key, value in extra.items():
+        monkeypatch.setenv(key, value)
+    with pytest.raises(ConfigError) as err:
+        load(ConsumerSettings)
+    assert named in str(err.value) and "x\n" not in str(err.value)
