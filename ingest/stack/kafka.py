@@ -37,7 +37,15 @@ logger.state.level = warn
 """
 
 
+TLS_SETTING = "INGEST_STACK_KAFKA_TLS_DIR"
+
+
 class Kafka:
+    """The broker. With ``INGEST_STACK_KAFKA_TLS_DIR`` naming a folder that holds ``ca.pem``
+    and the broker's ``broker.pem`` (its key and certificate chain, PEM), it also listens
+    with SASL_SSL (SCRAM-SHA-512; users made with ``add_scram_user``) on port + 2 and with
+    SSL requiring a client certificate signed by that CA on port + 3."""
+
     name = "kafka"
 
     def __init__(self, layout: Layout) -> None:
@@ -47,6 +55,61 @@ class Kafka:
         self.pid_file = self.dir / "kafka.pid"
         self.log = self.dir / "server.log"
         self.stdout = self.dir / "stdout.log"
+        tls = os.environ.get(TLS_SETTING)
+        self.tls = Path(tls) if tls else None
+
+    @property
+    def sasl_ssl(self) -> str:
+        return f"127.0.0.1:{self.port + 2}"
+
+    @property
+    def mtls(self) -> str:
+        return f"127.0.0.1:{self.port + 3}"
+
+    def _listeners(self, ctl: int) -> list[str]:
+        names = [f"PLAINTEXT://127.0.0.1:{self.port}"]
+        protocols = "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT"
+        extra: list[str] = []
+        if self.tls is not None:
+            names += [f"SASL_SSL://{self.sasl_ssl}", f"SSL://{self.mtls}"]
+            protocols += ",SASL_SSL:SASL_SSL,SSL:SSL"
+            extra = [
+                "ssl.keystore.type=PEM",
+                f"ssl.keystore.location={self.tls / 'broker.pem'}",
+                "ssl.truststore.type=PEM",
+                f"ssl.truststore.location={self.tls / 'ca.pem'}",
+                "listener.name.ssl.ssl.client.auth=required",
+                "listener.name.sasl_ssl.sasl.enabled.mechanisms=SCRAM-SHA-512",
+                "listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config="
+                "org.apache.kafka.common.security.scram.ScramLoginModule required;",
+            ]
+        return [
+            f"listeners={','.join(names)},CONTROLLER://127.0.0.1:{ctl}",
+            f"advertised.listeners={','.join(names)}",
+            f"listener.security.protocol.map={protocols}",
+            *extra,
+        ]
+
+    def add_scram_user(self, user: str, password: str) -> None:
+        """A SCRAM-SHA-512 user, made with the broker's own tool (kafka-configs)."""
+        libs = self.fetch()
+        argv = self._java(
+            libs,
+            self.dir / "log4j2.properties",
+            "kafka.admin.ConfigCommand",
+            "--bootstrap-server",
+            self.bootstrap,
+            "--alter",
+            "--entity-type",
+            "users",
+            "--entity-name",
+            user,
+            "--add-config",
+            f"SCRAM-SHA-512=[iterations=4096,password={password}]",
+        )
+        done = subprocess.run(argv, capture_output=True, text=True, check=False)
+        if done.returncode != 0:
+            raise StackError(self.name, f"kafka-configs for user {user}: {done.stderr[-300:]}")
 
     @property
     def bootstrap(self) -> str:
@@ -74,10 +137,8 @@ class Kafka:
                     "process.roles=broker,controller",
                     "node.id=1",
                     f"controller.quorum.voters=1@127.0.0.1:{ctl}",
-                    f"listeners=PLAINTEXT://127.0.0.1:{self.port},CONTROLLER://127.0.0.1:{ctl}",
-                    f"advertised.listeners=PLAINTEXT://127.0.0.1:{self.port}",
+                    *self._listeners(ctl),
                     "controller.listener.names=CONTROLLER",
-                    "listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
                     f"log.dirs={data}",
                     "num.partitions=3",
                     "offsets.topic.replication.factor=1",

@@ -62,19 +62,30 @@ def make_ca(folder: Path, cn: str) -> tuple[x509.Certificate, ec.EllipticCurvePr
 
 
 def make_server_cert(
-    folder: Path, ca: x509.Certificate, ca_key: ec.EllipticCurvePrivateKey
+    folder: Path,
+    ca: x509.Certificate,
+    ca_key: ec.EllipticCurvePrivateKey,
+    name: str = "server",
+    expired: bool = False,
 ) -> tuple[Path, Path]:
-    """A certificate for 127.0.0.1 and localhost, signed by ``ca``: its file and its key's."""
+    """A certificate for 127.0.0.1 and localhost (a server's, or a client's: the same
+    shape serves both), signed by ``ca``: its file and its key's. ``expired``: valid until
+    yesterday."""
     key = _key()
     now = dt.datetime.now(dt.UTC)
+    start, end = (
+        (now - dt.timedelta(days=3), now - dt.timedelta(days=1))
+        if expired
+        else (now - dt.timedelta(minutes=5), now + dt.timedelta(days=1))
+    )
     cert = (
         x509.CertificateBuilder()
-        .subject_name(_name("127.0.0.1"))
+        .subject_name(_name(name if name != "server" else "127.0.0.1"))
         .issuer_name(ca.subject)
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5))
-        .not_valid_after(now + dt.timedelta(days=1))
+        .not_valid_before(start)
+        .not_valid_after(end)
         .add_extension(
             x509.SubjectAlternativeName(
                 [x509.IPAddress(IPv4Address("127.0.0.1")), x509.DNSName("localhost")]
@@ -83,7 +94,7 @@ def make_server_cert(
         )
         .sign(ca_key, hashes.SHA256())
     )
-    cert_path, key_path = folder / "server.pem", folder / "server-key.pem"
+    cert_path, key_path = folder / f"{name}.pem", folder / f"{name}-key.pem"
     cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
     key_path.write_bytes(
         key.private_bytes(

@@ -66,7 +66,7 @@ def test_archive_repository_fs_or_s3():
     from ingest.config import OpsSettings, S3Settings
     from ingest.ops.setup import _repository
 
-    fs = _repository(OpsSettings(archive_location="/snapshots/a"))
+    fs = _repository(OpsSettings(archive_type="fs", archive_location="/snapshots/a"))
     assert fs == {"type": "fs", "settings": {"location": "/snapshots/a", "compress": True}}
     s3 = _repository(OpsSettings(archive_type="s3", s3=S3Settings(bucket="vault")))
     assert s3["type"] == "s3"
