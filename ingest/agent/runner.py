@@ -21,6 +21,7 @@ from ingest.agent.spool import Spool
 from ingest.agent.tail import FileTail, Positions
 from ingest.config import AgentSettings
 from ingest.errors import ConfigError
+from ingest.kafka_access import check_access
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +79,9 @@ class AgentExit:
 async def run_agent(settings: AgentSettings, specs: list[str], once: bool = False) -> AgentExit:
     """Run the agent until SIGTERM (or, ``once``, until the inputs are read to the end)."""
     a, k = settings.agent, settings.kafka
+    # A broker that refuses our credentials stops the agent before it reads anything; one
+    # that is down is waited for, with the alerts in the spool.
+    await check_access(k)
     host = a.hostname or socket.gethostname()
     spool = Spool(a.state_dir / "spool", a.spool_max_bytes)
     intake = Intake(spool, a.state_dir / "rejected.jsonl", a.max_alert_bytes)

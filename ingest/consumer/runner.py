@@ -28,6 +28,7 @@ from ingest.consumer.batch import Batch
 from ingest.consumer.offsets import Mark, OffsetTracker
 from ingest.consumer.records import make_consumer
 from ingest.consumer.topics import ensure_topics
+from ingest.kafka_access import check_access
 from ingest.normalize.document import Limits
 from ingest.normalize.timestamps import NS
 from ingest.sink.bulk import BulkAnswers, OpenSearchSink
@@ -294,6 +295,7 @@ class FalcoConsumer:
 
 async def run_consumer(settings: ConsumerSettings, stop_when_idle: float | None = None) -> RunStats:
     k = settings.kafka
+    await check_access(k)
     if k.create_topics:
         await ensure_topics(k, k.topic, k.dlq_topic)
     async with make_client(settings.opensearch, BulkAnswers()) as client:

@@ -10,6 +10,7 @@ from opensearchpy import AsyncOpenSearch, NotFoundError
 
 from ingest.config import OpsSettings
 from ingest.consumer.topics import ensure_topics, set_topic_configs, topic_drift
+from ingest.kafka_access import check_access
 from ingest.ops import ism
 from ingest.ops.resources import ROOT, Resource, canonical, load_resources
 from ingest.sink.client import make_client
@@ -164,6 +165,8 @@ async def apply(
 async def run_setup(settings: OpsSettings, plan_only: bool = False) -> int:
     k = settings.kafka
     topics = (k.topic, k.dlq_topic)
+    if k.create_topics:
+        await check_access(k)
     async with make_client(settings.opensearch) as client:
         changes = await plan(client, settings)
         for change, _ in changes:

@@ -8,6 +8,7 @@ import time
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 
 from ingest.config import ConsumerSettings
+from ingest.kafka_access import check_access
 from ingest.sink.dlq import make_producer
 
 log = logging.getLogger(__name__)
@@ -36,6 +37,7 @@ async def replay_dlq(
     dead-lettered again while it runs are left for the next replay: a replay never chases
     its own output. Returns how many were replayed."""
     k = settings.kafka
+    await check_access(k)
     consumer = AIOKafkaConsumer(
         **k.client_kwargs(),
         group_id=replay_group(settings, reason),
