@@ -211,3 +211,20 @@ async def test_the_agent_keeps_what_it_accepted_when_kafka_refuses_it(secure, pr
     done = run(args, env_for(secure, "sasl", tmp_path, prefix))
     assert done.returncode == 0, done.stderr[-2000:]
     assert pending() == 0
+
+
+async def test_no_kafka_secret_in_any_line_at_debug(secure, prefix, tmp_path):
+    """Over SASL_SSL at DEBUG (aiokafka's own DEBUG lines included): the password is in no
+    line the agent or the consumer printed."""
+    env = env_for(secure, "sasl", tmp_path, prefix, INGEST_LOG_LEVEL="DEBUG")
+    log = tmp_path / "falco.json"
+    log.write_bytes(b"\n".join(make_alerts(3, tag=prefix + "dbg")) + b"\n")
+    runs = [
+        run(["setup"], env),
+        run(["agent", "--once", "--input", f"file:{log}"], env),
+        run(["consume", "--stop-when-idle", "3"], env),
+    ]
+    assert [r.returncode for r in runs] == [0, 0, 0], runs[-1].stderr[-2000:]
+    printed = "".join(r.stdout + r.stderr for r in runs)
+    assert len(printed.splitlines()) > 10  # all three said what they did
+    assert PASSWORD not in printed

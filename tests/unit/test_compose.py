@@ -100,3 +100,23 @@ def test_falco_example_points_at_what_the_daemonset_reads():
     assert falco["json_output"] is True and falco["program_output"]["keep_alive"] is True
     program = falco["program_output"]["program"].split()
     assert program[0] == "falco-ingest" and parser().parse_args(program[1:]).input == ["stdin"]
+
+
+def test_kubernetes_workloads_run_as_non_root_and_read_secrets_from_files():
+    docs = [d for f in sorted(K8S.glob("*.yaml")) for d in yaml.safe_load_all(f.read_text()) if d]
+    specs = [d["spec"].get("jobTemplate", {}).get("spec", d["spec"]) for d in docs if "spec" in d]
+    pods = [s["template"]["spec"] for s in specs if "template" in s]
+    assert len(pods) == 5
+    for pod in pods:
+        secrets = {v["secret"]["secretName"] for v in pod["volumes"] if "secret" in v}
+        assert {"falco-ingest-credentials", "falco-ingest-tls"} <= secrets
+        for c in pod["containers"]:
+            ctx = c["securityContext"]
+            assert ctx["runAsNonRoot"] and ctx["runAsUser"] != 0, c["name"]
+            assert ctx["readOnlyRootFilesystem"] and not ctx["allowPrivilegeEscalation"]
+            assert all("secretRef" not in e for e in c.get("envFrom", []))  # files, not env
+            mounts = {m["mountPath"] for m in c["volumeMounts"]}
+            assert {"/etc/falco-ingest/secrets", "/etc/falco-ingest/tls"} <= mounts
+    config = next(d for d in docs if d["kind"] == "ConfigMap")["data"]
+    assert config["INGEST_OPENSEARCH__PASSWORD_FILE"].startswith("/etc/falco-ingest/secrets/")
+    assert "INGEST_OPENSEARCH__PASSWORD" not in config
