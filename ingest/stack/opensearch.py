@@ -76,12 +76,13 @@ def release() -> Release:
     return RELEASES[version]
 
 
-def _mustache_descriptor(version: str) -> str:
-    return f"""description=Mustache scripting integration for OpenSearch
+def _descriptor(name: str, classname: str, description: str, version: str, java: int) -> str:
+    """The plugin-descriptor.properties of a module or plugin assembled from jars."""
+    return f"""description={description}
 version={version}
-name=lang-mustache
-classname=org.opensearch.script.mustache.MustachePlugin
-java.version=11
+name={name}
+classname={classname}
+java.version={java}
 opensearch.version={version}
 extended.plugins=
 has.native.controller=false
@@ -92,18 +93,6 @@ _MUSTACHE_POLICY = """grant {
   permission java.lang.reflect.ReflectPermission "suppressAccessChecks";
   permission java.lang.RuntimePermission "accessDeclaredMembers";
 };
-"""
-
-
-def _s3_descriptor(version: str) -> str:
-    return f"""description=Snapshot repositories in S3
-version={version}
-name=repository-s3
-classname=org.opensearch.repositories.s3.S3RepositoryPlugin
-java.version=21
-opensearch.version={version}
-extended.plugins=
-has.native.controller=false
 """
 
 
@@ -174,14 +163,26 @@ class OpenSearch:
             self._add(
                 "modules/lang-mustache",
                 f"org.opensearch.plugin:lang-mustache-client:{rel.version}",
-                _mustache_descriptor(rel.version),
+                _descriptor(
+                    "lang-mustache",
+                    "org.opensearch.script.mustache.MustachePlugin",
+                    "Mustache scripting integration for OpenSearch",
+                    rel.version,
+                    11,
+                ),
                 _MUSTACHE_POLICY,
             )
         if rel.s3:
             self._add(
                 "plugins/repository-s3",
                 f"org.opensearch.plugin:repository-s3:{rel.version}",
-                _s3_descriptor(rel.version),
+                _descriptor(
+                    "repository-s3",
+                    "org.opensearch.repositories.s3.S3RepositoryPlugin",
+                    "Snapshot repositories in S3",
+                    rel.version,
+                    21,
+                ),
                 _S3_POLICY,
             )
         for script in (self.dist / "bin").iterdir():

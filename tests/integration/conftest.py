@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import os
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -186,3 +188,16 @@ async def count_docs(prefix: str, query: dict | None = None) -> int:
                 if exc.status_code != 503 or time.monotonic() > deadline:
                     raise
                 await asyncio.sleep(0.2)
+
+
+def run_cli(
+    args: list[str], env: dict[str, str], timeout: float = 180
+) -> subprocess.CompletedProcess:
+    """``falco-ingest ARGS`` in a process of its own with ``env``; what it printed."""
+    return subprocess.run(
+        [sys.executable, "-m", "ingest.cli", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )

@@ -6,8 +6,6 @@ refusal stops it at start with exit code 3 and one line; the agent keeps what it
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +15,7 @@ import pytest
 from ingest.agent.spool import Spool
 from ingest.stack.kafka import TLS_SETTING, Kafka
 from ingest.stack.layout import Layout
-from tests.integration.conftest import count_docs, make_alerts
+from tests.integration.conftest import count_docs, make_alerts, run_cli
 from tests.integration.tls import make_ca, make_server_cert
 
 USER = "falco-agent"
@@ -116,16 +114,6 @@ def env_for(secure: SecureKafka, listener: str, tmp: Path, prefix: str, **case: 
     return env
 
 
-def run(args: list[str], env: dict, timeout: float = 180) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "ingest.cli", *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
-
-
 @pytest.mark.parametrize("listener", ["sasl", "mtls"])
 async def test_every_component_over_sasl_ssl_and_client_certificates(
     secure, prefix, tmp_path, listener
@@ -142,7 +130,7 @@ async def test_every_component_over_sasl_ssl_and_client_certificates(
     ]
     outputs = []
     for args, code in steps:
-        done = run(args, env)
+        done = run_cli(args, env)
         assert done.returncode == code, (args, done.stderr[-2000:])
         outputs.append(done.stdout)
     assert "indexed 5" in outputs[2] and "invalid_json=1" in outputs[2]
@@ -177,7 +165,7 @@ async def test_a_refusal_stops_each_component_with_exit_3_and_one_line(
         ["dlq", "replay", "--idle", "2"],
         ["agent", "--once", "--input", f"file:{log}"],
     ):
-        done = run(args, env)
+        done = run_cli(args, env)
         lines = done.stderr.strip().splitlines()
         assert done.returncode == 3, (args, done.stderr[-2000:])
         assert len(lines) == 1 and lines[0].startswith("falco-ingest: " + expected), (args, lines)
@@ -193,7 +181,7 @@ async def test_the_agent_keeps_what_it_accepted_when_kafka_refuses_it(secure, pr
     args = ["agent", "--once", "--input", f"file:{log}"]
     down = env_for(secure, "sasl", tmp_path, prefix, INGEST_AGENT__DRAIN_TIMEOUT_S="2")
     down["INGEST_KAFKA__BOOTSTRAP_SERVERS"] = f"127.0.0.1:{secure.kafka.port + 100}"  # nothing
-    assert run(args, down).returncode == 1  # accepted, left in the spool
+    assert run_cli(args, down).returncode == 1  # accepted, left in the spool
     spool = tmp_path / "agent" / "spool"
 
     def pending() -> int:
@@ -205,10 +193,10 @@ async def test_the_agent_keeps_what_it_accepted_when_kafka_refuses_it(secure, pr
 
     before = pending()
     assert before > 0
-    refused = run(args, env_for(secure, "sasl", tmp_path, prefix, password="wrong"))
+    refused = run_cli(args, env_for(secure, "sasl", tmp_path, prefix, password="wrong"))
     assert refused.returncode == 3
     assert pending() == before  # nothing lost, nothing sent
-    done = run(args, env_for(secure, "sasl", tmp_path, prefix))
+    done = run_cli(args, env_for(secure, "sasl", tmp_path, prefix))
     assert done.returncode == 0, done.stderr[-2000:]
     assert pending() == 0
 
@@ -220,9 +208,9 @@ async def test_no_kafka_secret_in_any_line_at_debug(secure, prefix, tmp_path):
     log = tmp_path / "falco.json"
     log.write_bytes(b"\n".join(make_alerts(3, tag=prefix + "dbg")) + b"\n")
     runs = [
-        run(["setup"], env),
-        run(["agent", "--once", "--input", f"file:{log}"], env),
-        run(["consume", "--stop-when-idle", "3"], env),
+        run_cli(["setup"], env),
+        run_cli(["agent", "--once", "--input", f"file:{log}"], env),
+        run_cli(["consume", "--stop-when-idle", "3"], env),
     ]
     assert [r.returncode for r in runs] == [0, 0, 0], runs[-1].stderr[-2000:]
     printed = "".join(r.stdout + r.stderr for r in runs)

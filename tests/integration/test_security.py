@@ -7,14 +7,12 @@ from __future__ import annotations
 
 import base64
 import os
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.integration.conftest import count_docs, make_alerts, produce
+from tests.integration.conftest import count_docs, make_alerts, produce, run_cli
 from tests.integration.tls import PASSWORD, USER, Proxy, start_proxy
 
 KAFKA_SECRET = "kafka-Secret-never-logged"  # noqa: S105
@@ -26,16 +24,6 @@ def proxy(stack: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> It
     yield running
     running.process.terminate()
     running.process.wait(timeout=20)
-
-
-def run(args: list[str], env: dict[str, str], timeout: float = 180) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "ingest.cli", *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
 
 
 def secured(proxy: Proxy, prefix: str, tmp: Path, **over: str) -> dict[str, str]:
@@ -70,17 +58,17 @@ TOOLS = [
 
 async def test_every_tool_works_over_https_with_the_ca_and_a_password_file(proxy, prefix, tmp_path):
     env = secured(proxy, prefix, tmp_path)
-    done = run(["setup"], env)
+    done = run_cli(["setup"], env)
     assert done.returncode == 0, done.stderr[-2000:]
     alerts = make_alerts(20, tag=prefix)
     await produce(env["INGEST_KAFKA__TOPIC"], alerts)
-    done = run(["consume", "--stop-when-idle", "3"], env)
+    done = run_cli(["consume", "--stop-when-idle", "3"], env)
     assert done.returncode == 0, done.stderr[-2000:]
     assert "indexed 20" in done.stdout
     assert await count_docs(prefix) == 20
-    done = run(["archive", "list"], env)
+    done = run_cli(["archive", "list"], env)
     assert done.returncode == 0, done.stderr[-2000:]
-    done = run(["audit", "retention", "--format", "json"], env)
+    done = run_cli(["audit", "retention", "--format", "json"], env)
     assert done.returncode == 1  # this node has no ISM: that violation, and a report
     assert '"ism_missing"' in done.stdout and f'"{prefix}-' in done.stdout
 
@@ -105,14 +93,14 @@ async def test_a_refusal_stops_each_tool_with_exit_3_and_one_line(
         del env["INGEST_OPENSEARCH__PASSWORD_FILE"]
     await produce(env["INGEST_KAFKA__TOPIC"], make_alerts(3, tag=prefix))
     for args in TOOLS:
-        done = run(args, env)
+        done = run_cli(args, env)
         lines = done.stderr.strip().splitlines()
         assert done.returncode == 3, (args, done.stderr[-2000:])
         assert len(lines) == 1 and lines[0].startswith("falco-ingest: " + expected), (args, lines)
         assert "INGEST_OPENSEARCH__" in lines[0]  # it names the setting to check
     assert await count_docs(prefix) == 0  # nothing stored, and nothing committed:
     env = secured(proxy, prefix, tmp_path)
-    done = run(["consume", "--stop-when-idle", "3"], env)
+    done = run_cli(["consume", "--stop-when-idle", "3"], env)
     assert done.returncode == 0 and await count_docs(prefix) == 3  # read again once right
 
 
@@ -124,7 +112,7 @@ async def test_unverified_tls_is_said_with_a_warning(proxy, prefix, tmp_path):
         INGEST_OPENSEARCH__CA_CERTS=str(proxy.other_ca),
         INGEST_OPENSEARCH__VERIFY_CERTS="false",
     )
-    done = run(["archive", "list"], env)
+    done = run_cli(["archive", "list"], env)
     assert done.returncode == 0, done.stderr[-2000:]
     assert "certificate is not verified (INGEST_OPENSEARCH__VERIFY_CERTS=false)" in done.stderr
 
@@ -143,10 +131,10 @@ async def test_no_secret_in_any_line_at_debug(proxy, prefix, tmp_path):
     log = tmp_path / "falco.json"
     log.write_bytes(b"\n".join(make_alerts(3, tag=prefix + "a")) + b"\n")
     agent = dict(env, INGEST_AGENT__STATE_DIR=str(tmp_path / "state"))
-    runs = [run(args, env) for args in TOOLS]
-    runs.append(run(["dlq", "replay", "--idle", "2"], env))
-    runs.append(run(["agent", "--once", "--input", f"file:{log}"], agent))
-    runs += [run([*args, "--help"], env) for args in TOOLS]
+    runs = [run_cli(args, env) for args in TOOLS]
+    runs.append(run_cli(["dlq", "replay", "--idle", "2"], env))
+    runs.append(run_cli(["agent", "--once", "--input", f"file:{log}"], agent))
+    runs += [run_cli([*args, "--help"], env) for args in TOOLS]
     basic = base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()
     printed = "".join(r.stdout + r.stderr for r in runs)
     assert len(printed.splitlines()) > 50  # DEBUG said a lot
