@@ -44,6 +44,7 @@ _KNOWN = frozenset(
 )
 _Members = dict[str, bytes]
 _decode_object = msgspec.json.Decoder(dict[str, msgspec.Raw]).decode
+_check_json = msgspec.json.Decoder(msgspec.Raw).decode
 
 
 def _members(raw: bytes) -> _Members:
@@ -89,7 +90,11 @@ def general(
             raw.decode()  # msgspec does not check the UTF-8 of values it keeps as JSON
         alert = _members(raw)
         return _alert(alert, lineage, now_ns, limits, len(raw) > MAX_VALUE_BYTES)
-    except msgspec.ValidationError as exc:  # JSON, but its top level is no object
+    except msgspec.ValidationError as exc:  # its first token is no object's
+        try:
+            _check_json(raw)  # msgspec stopped at that token: is the rest JSON at all?
+        except (msgspec.DecodeError, RecursionError) as bad:
+            return Rejection("invalid_json", str(bad)[:200])
         return Rejection("not_an_object", str(exc)[:200])
     except (msgspec.DecodeError, UnicodeDecodeError) as exc:
         return Rejection("invalid_json", str(exc)[:200])

@@ -198,7 +198,10 @@ def test_huge_field_values_are_shortened_and_named():
     ("raw", "reason"),
     [
         (b"not json", "invalid_json"),
+        (b"941 not json {", "invalid_json"),  # a number first: still no JSON
+        (b'"text" and more', "invalid_json"),
         (b"[1,2]", "not_an_object"),
+        (b'"a string"', "not_an_object"),
         (orjson.dumps(alert(rule=...)), "missing_rule"),
         (orjson.dumps(alert(rule="  ")), "missing_rule"),
         (orjson.dumps(alert(priority="Severe")), "bad_priority"),
