@@ -12,8 +12,14 @@ from ingest.errors import AccessRefused, ConfigError, StackError
 
 
 def _stack(args: argparse.Namespace) -> int:
+    import os
+
     from ingest.stack import manager
 
+    if args.kafka_brokers:
+        os.environ["INGEST_STACK_KAFKA_BROKERS"] = str(args.kafka_brokers)
+    if args.opensearch_nodes:
+        os.environ["INGEST_STACK_OPENSEARCH_NODES"] = str(args.opensearch_nodes)
     if args.action == "up":
         manager.up()
         args.action = "status"
@@ -139,6 +145,18 @@ def parser() -> argparse.ArgumentParser:
 
     st = sub.add_parser("stack", help="fetch, start, check or stop the local Kafka/OpenSearch/S3")
     st.add_argument("action", choices=["up", "down", "status"])
+    st.add_argument(
+        "--kafka-brokers",
+        type=int,
+        metavar="N",
+        help="brokers of a replicated Kafka, 1-3 (INGEST_STACK_KAFKA_BROKERS, default 1)",
+    )
+    st.add_argument(
+        "--opensearch-nodes",
+        type=int,
+        metavar="N",
+        help="nodes of the OpenSearch cluster, 1-2 (INGEST_STACK_OPENSEARCH_NODES, default 1)",
+    )
     st.set_defaults(func=_stack)
 
     co = sub.add_parser("consume", help="Kafka -> normalised documents -> OpenSearch")

@@ -46,12 +46,12 @@ class Kafka:
     with SASL_SSL (SCRAM-SHA-512; users made with ``add_scram_user``) on port + 2 and with
     SSL requiring a client certificate signed by that CA on port + 3."""
 
-    name = "kafka"
-
-    def __init__(self, layout: Layout) -> None:
+    def __init__(self, layout: Layout, node: int = 1) -> None:
         self.layout = layout
-        self.dir = layout.root / "kafka"
-        self.port = layout.kafka_port
+        self.node = node
+        self.name = "kafka" if node == 1 else f"kafka-{node}"
+        self.dir = layout.root / self.name
+        self.port = _broker_port(layout, node)
         self.pid_file = self.dir / "kafka.pid"
         self.log = self.dir / "server.log"
         self.stdout = self.dir / "stdout.log"
@@ -116,7 +116,15 @@ class Kafka:
         return f"127.0.0.1:{self.port}"
 
     def env(self) -> dict[str, str]:
-        return {"INGEST_KAFKA__BOOTSTRAP_SERVERS": self.bootstrap}
+        brokers = self.layout.kafka_brokers
+        servers = ",".join(
+            f"127.0.0.1:{_broker_port(self.layout, n)}" for n in range(1, brokers + 1)
+        )
+        env = {"INGEST_KAFKA__BOOTSTRAP_SERVERS": servers}
+        if brokers > 1:  # topics made by setup and the consumer: a copy on every broker
+            env["INGEST_KAFKA__REPLICATION_FACTOR"] = str(brokers)
+            env["INGEST_STACK_KAFKA_BROKERS"] = str(brokers)
+        return env
 
     def fetch(self) -> Path:
         return fetch.jars_with_dependencies(
@@ -131,22 +139,28 @@ class Kafka:
         data.mkdir(parents=True, exist_ok=True)
         props = self.dir / "server.properties"
         ctl = self.port + 1
+        brokers = self.layout.kafka_brokers
+        voters = ",".join(
+            f"{n}@127.0.0.1:{_broker_port(self.layout, n) + 1}" for n in range(1, brokers + 1)
+        )
+        copies = min(3, brokers)
         props.write_text(
             "\n".join(
                 [
                     "process.roles=broker,controller",
-                    "node.id=1",
-                    f"controller.quorum.voters=1@127.0.0.1:{ctl}",
+                    f"node.id={self.node}",
+                    f"controller.quorum.voters={voters}",
                     *self._listeners(ctl),
                     "controller.listener.names=CONTROLLER",
                     f"log.dirs={data}",
                     "num.partitions=3",
-                    "offsets.topic.replication.factor=1",
+                    f"offsets.topic.replication.factor={copies}",
                     "offsets.topic.num.partitions=6",
-                    "transaction.state.log.replication.factor=1",
-                    "transaction.state.log.min.isr=1",
-                    "share.coordinator.state.topic.replication.factor=1",
-                    "share.coordinator.state.topic.min.isr=1",
+                    f"transaction.state.log.replication.factor={copies}",
+                    f"transaction.state.log.min.isr={min(2, copies)}",
+                    f"share.coordinator.state.topic.replication.factor={copies}",
+                    f"share.coordinator.state.topic.min.isr={min(2, copies)}",
+                    f"default.replication.factor={copies}",
                     "group.initial.rebalance.delay.ms=0",
                     "auto.create.topics.enable=true",
                     "message.max.bytes=1048588",
@@ -179,7 +193,7 @@ class Kafka:
         libs = self.fetch()
         props, log4j = self._configure()
         if not (self.dir / "data" / "meta.properties").exists():
-            cluster_id = _kraft_id()
+            cluster_id = self._cluster_id()
             fmt = self._java(
                 libs, log4j, "kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(props)
             )
@@ -189,6 +203,14 @@ class Kafka:
         heap = os.environ.get("INGEST_STACK_KAFKA_HEAP", "512m")
         argv = self._java(libs, log4j, "kafka.Kafka", str(props), heap=heap)
         process.spawn(argv, log=self.stdout, pid_file=self.pid_file, cwd=self.dir)
+
+    def _cluster_id(self) -> str:
+        """One KRaft cluster id for every broker of this stack, made by the first."""
+        file = self.layout.root / "kafka-cluster-id"
+        if not file.exists():
+            file.parent.mkdir(parents=True, exist_ok=True)
+            file.write_text(_kraft_id())
+        return file.read_text().strip()
 
     def wait(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout
@@ -213,6 +235,10 @@ class Kafka:
 
     def stop(self) -> bool:
         return process.stop(self.pid_file, timeout=30)
+
+
+def _broker_port(layout: Layout, node: int) -> int:
+    return layout.kafka_port + 10 * (node - 1)
 
 
 def _kraft_id() -> str:

@@ -12,12 +12,26 @@ def _port(name: str, default: int) -> int:
     return int(os.environ.get(f"INGEST_STACK_{name}_PORT", default))
 
 
+def _count(name: str, most: int) -> int:
+    """``INGEST_STACK_<name>``: how many of a service (1 .. ``most``), 1 when unset."""
+    value = os.environ.get(f"INGEST_STACK_{name}", "1")
+    if not value.isdigit() or not 1 <= int(value) <= most:
+        from ingest.errors import StackError
+
+        raise StackError("stack", f"INGEST_STACK_{name}={value}: give 1 to {most}")
+    return int(value)
+
+
 @dataclass(frozen=True)
 class Layout:
     root: Path
     kafka_port: int
     opensearch_port: int
     s3_port: int
+    # A replicated stack (issue 21): broker n listens on kafka_port + 10 (n - 1), node n of
+    # OpenSearch on opensearch_port + n - 1. The default is one of each.
+    kafka_brokers: int = 1
+    opensearch_nodes: int = 1
 
     @classmethod
     def default(cls) -> Layout:
@@ -27,6 +41,8 @@ class Layout:
             kafka_port=_port("KAFKA", 39092),
             opensearch_port=_port("OPENSEARCH", 39200),
             s3_port=_port("S3", 39000),
+            kafka_brokers=_count("KAFKA_BROKERS", 3),
+            opensearch_nodes=_count("OPENSEARCH_NODES", 2),
         )
 
     @property

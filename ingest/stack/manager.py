@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import shlex
 import time
 from collections.abc import Callable
@@ -24,7 +25,9 @@ class Service(Protocol):
 
 
 def services(layout: Layout) -> list[Service]:
-    return [Kafka(layout), OpenSearch(layout), S3(layout)]
+    kafka: list[Service] = [Kafka(layout, n) for n in range(1, layout.kafka_brokers + 1)]
+    nodes: list[Service] = [OpenSearch(layout, n) for n in range(1, layout.opensearch_nodes + 1)]
+    return [*kafka, *nodes, S3(layout)]
 
 
 def up(
@@ -68,5 +71,13 @@ def status(layout: Layout | None = None) -> list[tuple[str, bool, str]]:
 
 def down(layout: Layout | None = None, say: Callable[[str], None] = print) -> None:
     layout = layout or Layout.default()
-    for svc in reversed(services(layout)):
+    # every broker and node that was started, whatever the counts asked for now
+    started = dataclasses.replace(
+        layout,
+        kafka_brokers=max(layout.kafka_brokers, len(list(layout.root.glob("kafka*/kafka.pid")))),
+        opensearch_nodes=max(
+            layout.opensearch_nodes, len(list(layout.opensearch_home.glob("opensearch*.pid")))
+        ),
+    )
+    for svc in reversed(services(started)):
         say(f"{svc.name}: {'stopped' if svc.stop() else 'was not running'}")

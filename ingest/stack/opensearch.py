@@ -108,16 +108,23 @@ S3_SECRET_KEY = "testing"  # noqa: S105 - moto's, for the local stack only
 
 
 class OpenSearch:
-    name = "opensearch"
+    """Node ``node`` of the stack's cluster (one node unless ``Layout.opensearch_nodes``).
+    The nodes share the installation; each has its own configuration folder (its keystore),
+    data, logs and ports."""
 
-    def __init__(self, layout: Layout) -> None:
+    def __init__(self, layout: Layout, node: int = 1) -> None:
         self.layout = layout
+        self.node = node
         self.release = release()
         self.home = layout.opensearch_home
         self.dist = self.home / f"opensearch-{self.release.version}"
-        self.port = layout.opensearch_port
-        self.pid_file = self.home / "opensearch.pid"
-        self.stdout = self.home / "stdout.log"
+        self.port = layout.opensearch_port + node - 1
+        first = node == 1  # keeps the names of a one-node stack
+        self.name = "opensearch" if first else f"opensearch-{node}"
+        self.pid_file = self.home / ("opensearch.pid" if first else f"opensearch-{node}.pid")
+        self.stdout = self.home / ("stdout.log" if first else f"stdout-{node}.log")
+        self.config = self.dist / "config" if first else self.home / f"config-{node}"
+        self.logs = self.dist / "logs" if first else self.home / f"logs-{node}"
         self.snapshots = self.home / "snapshots"
         self.plugins_missing: list[str] = []
 
@@ -127,9 +134,11 @@ class OpenSearch:
 
     @property
     def log(self) -> Path:
-        return self.dist / "logs" / "falco-ingest-dev.log"
+        return self.logs / "falco-ingest-dev.log"
 
     def env(self) -> dict[str, str]:
+        if self.node != 1:
+            return {}  # clients talk to the first node
         env = {
             "INGEST_OPENSEARCH__URL": self.url,
             "INGEST_STACK_SNAPSHOT_DIR": str(self.snapshots),
@@ -137,6 +146,9 @@ class OpenSearch:
         }
         if self.release.s3:
             env["INGEST_ARCHIVE_TYPE"] = "s3"
+        if self.layout.opensearch_nodes > 1:  # a replica of every shard on another node
+            env["INGEST_INDEX_REPLICAS"] = "1"
+            env["INGEST_STACK_OPENSEARCH_NODES"] = str(self.layout.opensearch_nodes)
         return env
 
     def _assemble(self) -> None:
@@ -210,18 +222,32 @@ class OpenSearch:
         (folder / "plugin-security.policy").write_text(policy)
 
     def _configure(self) -> None:
-        data = self.home / f"data-{self.release.version}"  # a 2.x node cannot read 3.x data
+        # a 2.x node cannot read 3.x data; each node has its own
+        data = self.home / f"data-{self.release.version}{'' if self.node == 1 else self.node}"
         data.mkdir(parents=True, exist_ok=True)
         self.snapshots.mkdir(parents=True, exist_ok=True)
+        if self.node != 1:
+            shutil.copytree(self.dist / "config", self.config, dirs_exist_ok=True)
+        nodes = self.layout.opensearch_nodes
+        base = self.layout.opensearch_port
+        if nodes == 1:
+            discovery = ["discovery.type: single-node"]
+        else:
+            peers = ", ".join(f"127.0.0.1:{base + 100 + n}" for n in range(nodes))
+            names = ", ".join(f"node-{n}" for n in range(1, nodes + 1))
+            discovery = [
+                f"discovery.seed_hosts: [{peers}]",
+                f"cluster.initial_cluster_manager_nodes: [{names}]",
+            ]
         lines = [
             "cluster.name: falco-ingest-dev",
-            "node.name: node-1",
+            f"node.name: node-{self.node}",
             "network.host: 127.0.0.1",
             f"http.port: {self.port}",
             f"transport.port: {self.port + 100}",
-            "discovery.type: single-node",
+            *discovery,
             f"path.data: {data}",
-            f"path.logs: {self.dist / 'logs'}",
+            f"path.logs: {self.logs}",
             f"path.repo: [{json.dumps(str(self.snapshots))}]",
             "action.auto_create_index: true",
             "cluster.routing.allocation.disk.threshold_enabled: false",
@@ -238,7 +264,7 @@ class OpenSearch:
                 "plugins.index_state_management.job_interval: 1",
                 "plugins.index_state_management.jitter: 0",
             ]
-        (self.dist / "config" / "opensearch.yml").write_text("\n".join(lines) + "\n")
+        (self.config / "opensearch.yml").write_text("\n".join(lines) + "\n")
 
     def _user(self) -> str | None:
         """OpenSearch refuses to run as root: as root, run it as a system user of its own."""
@@ -284,6 +310,7 @@ class OpenSearch:
             "HOME": str(self.home),
             "OPENSEARCH_JAVA_HOME": java_home,
             "OPENSEARCH_JAVA_OPTS": f"-Xms{heap} -Xmx{heap}",
+            "OPENSEARCH_PATH_CONF": str(self.config),
         }
         process.spawn(
             [str(self.dist / "bin" / "opensearch")],
@@ -297,8 +324,12 @@ class OpenSearch:
     def _keystore(self, java_home: str) -> None:
         """The S3 client's credentials, which a node reads only from its keystore."""
         tool = str(self.dist / "bin" / "opensearch-keystore")
-        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "OPENSEARCH_JAVA_HOME": java_home}
-        keystore = self.dist / "config" / "opensearch.keystore"
+        env = {
+            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+            "OPENSEARCH_JAVA_HOME": java_home,
+            "OPENSEARCH_PATH_CONF": str(self.config),
+        }
+        keystore = self.config / "opensearch.keystore"
         runs: list[tuple[list[str], str | None]] = []
         if not keystore.exists():
             runs.append(([tool, "create"], None))
