@@ -10,14 +10,13 @@ from typing import Any
 
 import orjson
 from opensearchpy import AsyncOpenSearch
-from opensearchpy.exceptions import ConnectionError as OSConnectionError
 from opensearchpy.exceptions import TransportError
 
 from ingest import metrics
 from ingest.errors import AccessRefused, SinkUnavailable
 from ingest.normalize.document import Document
 from ingest.retry import retrying
-from ingest.sink.client import OrjsonSerializer
+from ingest.sink.client import OrjsonSerializer, refusal
 
 log = logging.getLogger(__name__)
 _FILTER = "errors,items.*.status,items.*.error.type,items.*.error.reason"
@@ -148,15 +147,11 @@ class OpenSearchSink:
                 params={"filter_path": _FILTER},
                 headers={"content-type": "application/x-ndjson"},
             )
-        except OSConnectionError as exc:
-            self.healthy = False
-            raise SinkUnavailable(f"bulk of {len(docs)} failed: {_describe(exc)}") from exc
-        except TransportError as exc:
+        except TransportError as exc:  # OSConnectionError among them
+            refused = refusal(exc)  # 401/403, or a certificate we do not trust
+            if refused is not None:
+                raise AccessRefused(refused) from exc
             status = exc.status_code if isinstance(exc.status_code, int) else 0
-            if status in (401, 403):
-                raise AccessRefused(
-                    f"OpenSearch refused our credentials: {_describe(exc)}"
-                ) from exc
             if 400 <= status < 500 and status != 429:
                 raise _BodyRefused(status, exc) from exc
             self.healthy = False

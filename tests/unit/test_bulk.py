@@ -187,3 +187,14 @@ async def test_429_and_5xx_of_the_whole_request_are_retried():
     sink = OpenSearchSink(client, "falco", retry_initial_s=0.01, retry_max_s=0.02)
     out = await sink.write(docs(2))
     assert (out.stored, out.retries, len(client.transport.sent)) == (2, 2, 3)
+
+
+async def test_a_certificate_not_trusted_stops_the_writer_without_a_retry():
+    """A TLS failure on the server's certificate mid-run is a setting to fix, not an outage."""
+    from opensearchpy.exceptions import SSLError
+
+    client = FakeClient([SSLError("N/A", "certificate verify failed", None)])
+    sink = OpenSearchSink(client, "falco", retry_initial_s=0.01, retry_max_s=0.02)
+    with pytest.raises(AccessRefused, match="not trusted"):
+        await sink.write(docs(1))
+    assert len(client.transport.sent) == 1
