@@ -7,8 +7,6 @@ import asyncio
 import json
 import os
 import re
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -27,6 +25,7 @@ from tests.integration.conftest import (
     count_docs,
     make_alerts,
     read_topic,
+    run_cli,
 )
 from tests.integration.test_agent import start_agent, stop, wait_in_kafka
 
@@ -180,13 +179,7 @@ async def test_ten_thousand_good_alerts_with_every_hostile_shape_interleaved(pre
         INGEST_OPENSEARCH__INDEX_PREFIX=prefix,
         INGEST_METRICS_PORT="0",
     )
-    done = subprocess.run(
-        [sys.executable, "-m", "ingest.cli", "consume", "--stop-when-idle", "5"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    done = run_cli(["consume", "--stop-when-idle", "5"], env, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     summary = done.stdout.strip().splitlines()[-1]
     assert summary.endswith("bulk retries 0"), summary  # no 429/5xx met, none retried
@@ -254,8 +247,8 @@ async def test_once_on_a_file_ending_in_a_partial_line_exits_4_and_says_which(st
         INGEST_METRICS_PORT="0",
         INGEST_LOG_LEVEL="ERROR",
     )
-    cmd = [sys.executable, "-m", "ingest.cli", "agent", "--once", "--input", f"file:{log}"]
-    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+    args = ["agent", "--once", "--input", f"file:{log}"]
+    done = run_cli(args, env)
     assert done.returncode == 4, done.stderr[-2000:]
     assert done.stderr.strip().splitlines()[-1] == (
         f"falco-ingest: file:{log} ends in a partial line (40 bytes at offset "
@@ -265,7 +258,7 @@ async def test_once_on_a_file_ending_in_a_partial_line_exits_4_and_says_which(st
     assert [m.value for m in await read_topic(topic)] == [alerts[0]]
     with log.open("ab") as fh:
         fh.write(alerts[1][40:] + b"\n")
-    assert subprocess.run(cmd, env=env, timeout=120).returncode == 0
+    assert run_cli(args, env).returncode == 0
     assert sorted(m.value for m in await read_topic(topic)) == sorted(alerts)
 
 
