@@ -1,4 +1,5 @@
-"""Apache Kafka, single-node KRaft, from the jars on Maven Central."""
+"""Apache Kafka in KRaft mode (one broker, or three for a replicated stack), from the jars on
+Maven Central."""
 
 from __future__ import annotations
 
@@ -192,8 +193,14 @@ class Kafka:
             raise StackError(self.name, f"port {self.port} is taken by another process")
         libs = self.fetch()
         props, log4j = self._configure()
-        if not (self.dir / "data" / "meta.properties").exists():
-            cluster_id = self._cluster_id()
+        cluster_id = self._cluster_id()
+        meta = self.dir / "data" / "meta.properties"
+        if meta.exists() and f"cluster.id={cluster_id}" not in _read(meta).splitlines():
+            # Storage formatted for another shape of this stack (one broker, now three, or
+            # back): its quorum is not this one's and KRaft would refuse it. Start it afresh.
+            shutil.rmtree(self.dir / "data")
+            (self.dir / "data").mkdir()
+        if not meta.exists():
             fmt = self._java(
                 libs, log4j, "kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(props)
             )
@@ -205,11 +212,22 @@ class Kafka:
         process.spawn(argv, log=self.stdout, pid_file=self.pid_file, cwd=self.dir)
 
     def _cluster_id(self) -> str:
-        """One KRaft cluster id for every broker of this stack, made by the first."""
+        """One KRaft cluster id for every broker of this stack, made by the first to start;
+        a new one when the number of brokers changed (a new quorum is a new cluster)."""
         file = self.layout.root / "kafka-cluster-id"
-        if not file.exists():
+        shape = self.layout.root / "kafka-brokers"
+        brokers = str(self.layout.kafka_brokers)
+        if not file.exists() and brokers == "1":
+            # a one-broker stack made before these files existed keeps its data
+            formatted = _read(self.dir / "data" / "meta.properties").splitlines()
+            ids = [ln.partition("=")[2] for ln in formatted if ln.startswith("cluster.id=")]
+            if ids:
+                file.write_text(ids[0])
+                shape.write_text(brokers)
+        if not file.exists() or _read(shape).strip() != brokers:
             file.parent.mkdir(parents=True, exist_ok=True)
             file.write_text(_kraft_id())
+            shape.write_text(brokers)
         return file.read_text().strip()
 
     def wait(self, timeout: float) -> None:
