@@ -85,7 +85,9 @@ class OpenSearchSink:
         """
         outcome = BulkOutcome()
         pending = list(docs)
-        async for attempt in retrying(self._retry_initial, self._retry_max, log, logging.WARNING):
+        async for attempt in retrying(
+            self._retry_initial, self._retry_max, log, logging.WARNING, "bulk"
+        ):
             with attempt:
                 if attempt.retry_state.attempt_number > 1:
                     outcome.retries += 1

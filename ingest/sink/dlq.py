@@ -124,7 +124,7 @@ class DeadLetterQueue:
         """Return only when Kafka acknowledged every letter; retries until then."""
         if not letters:
             return
-        async for attempt in retrying(0.2, self._retry_max, log, logging.ERROR):
+        async for attempt in retrying(0.2, self._retry_max, log, logging.ERROR, "dead letter"):
             with attempt:
                 await self._send_once(letters)
         for letter in letters:
