@@ -3,6 +3,7 @@ settings compared with ours and set again (``setup``)."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -11,6 +12,9 @@ from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import TopicAlreadyExistsError
 
 from ingest.config import KafkaSettings
+from ingest.retry import retrying
+
+log = logging.getLogger(__name__)
 
 TOPIC_CONFIG = 1  # DescribeConfigs config_source: set on the topic itself
 
@@ -26,7 +30,16 @@ async def _admin(kafka: KafkaSettings) -> AsyncIterator[AIOKafkaAdminClient]:
 
 
 async def ensure_topics(kafka: KafkaSettings, *topics: str) -> list[str]:
-    """Create the missing ``topics``; return the ones that were missing."""
+    """Create the missing ``topics``; return the ones that were missing. A broker that is
+    down or a leader being elected is waited for, as the clients wait: a consumer started
+    while a broker is dead must not exit (found by the chaos run, bench/chaos.py)."""
+    async for attempt in retrying(0.5, 10.0, log, logging.WARNING, "making the topics"):
+        with attempt:
+            return await _ensure(kafka, topics)
+    raise AssertionError("unreachable: retrying re-raises or returns")
+
+
+async def _ensure(kafka: KafkaSettings, topics: tuple[str, ...]) -> list[str]:
     async with _admin(kafka) as admin:
         existing = set(await admin.list_topics())
         missing = [t for t in topics if t not in existing]
