@@ -12,11 +12,13 @@ and nothing is read that cannot be held.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import logging
 import signal
 import time
 from collections import Counter
+from collections.abc import Awaitable
 from dataclasses import dataclass, field
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
@@ -294,10 +296,47 @@ class FalcoConsumer:
 
 
 async def run_consumer(settings: ConsumerSettings, stop_when_idle: float | None = None) -> RunStats:
+    """Consume until SIGTERM/SIGINT (or idle). The signals are taken from the first instant:
+    start-up can wait long for a broker or for the group to assign partitions (aiokafka's
+    start() waits for the assignment; during a rebalance after a crash, up to the session
+    timeout and more), and a SIGTERM then ends the process cleanly, having read nothing."""
+    loop = asyncio.get_running_loop()
+    stopping = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stopping.set)
+    try:
+        return await _run(settings, stop_when_idle, stopping)
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
+
+
+async def _until_stopped(stopping: asyncio.Event, step: Awaitable[object]) -> bool:
+    """Run a start-up step; False, the step cancelled, if a stop signal came first."""
+    task = asyncio.ensure_future(step)
+    stop = asyncio.ensure_future(stopping.wait())
+    await asyncio.wait({task, stop}, return_when=asyncio.FIRST_COMPLETED)
+    stop.cancel()
+    if task.done():
+        task.result()  # its error, if it failed
+        return True
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    log.info("stopped during start-up; nothing was read")
+    return False
+
+
+async def _run(
+    settings: ConsumerSettings, stop_when_idle: float | None, stopping: asyncio.Event
+) -> RunStats:
     k = settings.kafka
-    await check_access(k)
-    if k.create_topics:
-        await ensure_topics(k, k.topic, k.dlq_topic)
+    if not await _until_stopped(stopping, check_access(k)):
+        return RunStats()
+    if k.create_topics and not await _until_stopped(
+        stopping, ensure_topics(k, k.topic, k.dlq_topic)
+    ):
+        return RunStats()
     async with make_client(settings.opensearch, BulkAnswers()) as client:
         if settings.opensearch.require_template:  # before any Kafka client is made
             await require_template(client, settings.opensearch.index_prefix)
@@ -313,29 +352,27 @@ async def run_consumer(settings: ConsumerSettings, stop_when_idle: float | None 
             producer, k.dlq_topic, settings.consumer.retry_max_s, lambda: make_producer(k)
         )
         app = FalcoConsumer(settings, consumer, sink, dlq)
+        app.stopping = stopping
         consumer.subscribe([k.topic], listener=_Rebalance(app))
-        await producer.start()
-        await consumer.start()
-        runner = await metrics.serve(settings.metrics_port, app.ready)
-        # Start-up objects (modules, classes, settings) live as long as the process: keep
-        # the garbage collector from walking them again on every full collection.
-        gc.collect()
-        gc.freeze()
-        # A young collection every 700 container objects (the default) walks the records of
-        # the batches in flight again and again (bench/README.md measures what it cost).
-        # Records live for a batch and are freed by reference counting; at 50,000 none is
-        # needed.
-        gc.set_threshold(50_000)
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, app.stopping.set)
+        runner = None
         try:
+            await producer.start()
+            if not await _until_stopped(stopping, consumer.start()):
+                return app.stats
+            runner = await metrics.serve(settings.metrics_port, app.ready)
+            # Start-up objects (modules, classes, settings) live as long as the process: keep
+            # the garbage collector from walking them again on every full collection.
+            gc.collect()
+            gc.freeze()
+            # A young collection every 700 container objects (the default) walks the records
+            # of the batches in flight again and again (bench/README.md measures what it
+            # cost). Records live for a batch and are freed by reference counting; at 50,000
+            # none is needed.
+            gc.set_threshold(50_000)
             await app.fetch_loop(stop_when_idle)
             await app.drain()
             app.raise_failure()
         finally:
-            for sig in (signal.SIGTERM, signal.SIGINT):
-                loop.remove_signal_handler(sig)
             await app.close()
             await consumer.stop()
             await dlq.producer.stop()
