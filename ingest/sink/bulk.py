@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -120,6 +121,7 @@ class OpenSearchSink:
             outcome.stored += len(docs)
             return []
         retry: list[Document] = []
+        too_large: list[Document] = []
         for doc, item in zip(docs, resp["items"], strict=True):
             result = next(iter(item.values()))
             status = int(result.get("status", 500))
@@ -129,6 +131,9 @@ class OpenSearchSink:
                 outcome.stored += 1
             elif status == 409:
                 outcome.duplicates += 1
+            elif status == 429 and _alone_over_limit(result):
+                too_large.append(doc)
+                why = str(err.get("reason"))[:500]
             elif status == 429 or status >= 500 or kind == "cluster_block_exception":
                 retry.append(doc)
             elif status in (401, 403):
@@ -136,6 +141,12 @@ class OpenSearchSink:
             else:
                 reason = err.get("reason") if isinstance(err, dict) else err
                 outcome.rejected.append((doc, f"opensearch_{kind}", str(reason)[:500]))
+        if len(too_large) == 1:  # a document alone over the node's limit never fits
+            outcome.rejected.append((too_large[0], "opensearch_rejected_execution_exception", why))
+        elif too_large:
+            mid = len(too_large) // 2
+            retry += await self._send(too_large[:mid], outcome)
+            retry += await self._send(too_large[mid:], outcome)
         return retry
 
     async def _post(self, docs: list[Document]) -> dict[str, Any]:
@@ -154,7 +165,7 @@ class OpenSearchSink:
             if refused is not None:
                 raise AccessRefused(refused) from exc
             status = exc.status_code if isinstance(exc.status_code, int) else 0
-            if 400 <= status < 500 and status != 429:
+            if 400 <= status < 500 and (status != 429 or _alone_over_limit(exc.info)):
                 raise _BodyRefused(status, exc) from exc
             self.healthy = False
             raise SinkUnavailable(f"bulk of {len(docs)} failed: {_describe(exc)}") from exc
@@ -176,6 +187,24 @@ class _BodyRefused(Exception):
         else:
             self.reason = f"opensearch_http_{status}"
             self.detail = str(error or exc.error)[:500]
+
+
+# OpenSearch's indexing-pressure refusal names the operation's bytes and the node's
+# limit, e.g. "rejected execution of coordinating operation [..., coordinating_operation_
+# bytes=2524954, max_coordinating_and_primary_bytes=2097152]" (primary and replica
+# operations alike).
+_PRESSURE = re.compile(r"_operation_bytes=(\d+),\s*max_\w+_bytes=(\d+)")
+
+
+def _alone_over_limit(info: object) -> bool:
+    """A 429 (of the request, or of items) that the request alone causes: its bytes are
+    over the node's indexing-pressure limit, so sending it again can never succeed and
+    it is split instead (a node with a small heap and a large batch; the chaos run met it
+    with the limit lowered)."""
+    error = info.get("error") if isinstance(info, dict) else None
+    reason = error.get("reason") if isinstance(error, dict) else None
+    found = _PRESSURE.search(reason) if isinstance(reason, str) else None
+    return found is not None and int(found.group(1)) > int(found.group(2))
 
 
 def _as_dict(resp: Any) -> dict[str, Any]:

@@ -198,3 +198,65 @@ async def test_a_certificate_not_trusted_stops_the_writer_without_a_retry():
     with pytest.raises(AccessRefused, match="not trusted"):
         await sink.write(docs(1))
     assert len(client.transport.sent) == 1
+
+
+def pressure(op: int, limit: int, held: int = 0) -> dict:
+    """OpenSearch's indexing-pressure refusal (as a 3.3.2 node answered the chaos run)."""
+    reason = (
+        f"rejected execution of coordinating operation [coordinating_and_primary_bytes={held}, "
+        f"replica_bytes=0, all_bytes={held}, coordinating_operation_bytes={op}, "
+        f"max_coordinating_and_primary_bytes={limit}]"
+    )
+    return {"error": {"type": "rejected_execution_exception", "reason": reason}, "status": 429}
+
+
+class PressureTransport:
+    """A node whose indexing-pressure limit holds ``fits`` documents: a larger request is
+    refused with 429 naming its own bytes over the limit, whole or item by item."""
+
+    def __init__(self, fits: int, per_item: bool = False):
+        self.fits, self.per_item = fits, per_item
+        self.sent: list[int] = []
+
+    async def perform_request(self, method, path, body=None, params=None, headers=None):
+        n = len(body.splitlines()) // 2
+        self.sent.append(n)
+        if n <= self.fits:
+            return {"errors": False}
+        refusal = pressure(100 * n, 100 * self.fits)
+        if not self.per_item:
+            raise TransportError(429, "rejected_execution_exception", refusal)
+        item = {"create": {"status": 429, "error": refusal["error"]}}
+        return {"errors": True, "items": [item] * n}
+
+
+@pytest.mark.parametrize("per_item", [False, True])
+async def test_a_request_alone_over_the_indexing_pressure_limit_is_split_not_retried(per_item):
+    client = FakeClient([])
+    client.transport = PressureTransport(fits=3, per_item=per_item)
+    sink = OpenSearchSink(client, "falco", retry_initial_s=0.01, retry_max_s=0.02)
+    out = await sink.write(docs(10))
+    assert out.stored == 10 and not out.rejected and out.retries == 0
+    assert client.transport.sent == [10, 5, 2, 3, 5, 2, 3]
+
+
+@pytest.mark.parametrize("per_item", [False, True])
+async def test_a_document_alone_over_the_limit_is_dead_lettered_with_the_reason(per_item):
+    client = FakeClient([])
+    client.transport = PressureTransport(fits=0, per_item=per_item)
+    sink = OpenSearchSink(client, "falco", retry_initial_s=0.01, retry_max_s=0.02)
+    out = await sink.write(docs(2))
+    assert out.stored == 0 and [d.doc_id for d, _, _ in out.rejected] == ["id0", "id1"]
+    assert {r for _, r, _ in out.rejected} == {"opensearch_rejected_execution_exception"}
+    assert all("coordinating_operation_bytes=100" in d for _, _, d in out.rejected)
+
+
+async def test_a_429_for_what_others_hold_in_flight_is_retried_whole():
+    client = FakeClient([TransportError(429, "x", pressure(500, 1000, held=900)), [201, 201]])
+    sink = OpenSearchSink(client, "falco", retry_initial_s=0.01, retry_max_s=0.02)
+    out = await sink.write(docs(2))
+    assert (out.stored, out.retries, client.transport.sent) == (
+        2,
+        1,
+        [["id0", "id1"], ["id0", "id1"]],
+    )
