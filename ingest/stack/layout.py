@@ -32,6 +32,10 @@ class Layout:
     # OpenSearch on opensearch_port + n - 1. The default is one of each.
     kafka_brokers: int = 1
     opensearch_nodes: int = 1
+    downloads: Path | None = None  # another stack's cache, shared (else root/cache)
+    # OpenSearch's indexing_pressure.memory.limit (a static node setting, 10% of the heap
+    # by default): the bytes of indexing in flight past which a node answers 429.
+    indexing_limit: str | None = None
 
     @classmethod
     def default(cls) -> Layout:
@@ -45,9 +49,25 @@ class Layout:
             opensearch_nodes=_count("OPENSEARCH_NODES", 2),
         )
 
+    @classmethod
+    def replicated(cls) -> Layout:
+        """Three brokers and two nodes in ``<stack folder>-replicated`` on ports of their own,
+        beside the default stack: the one the chaos run (bench/chaos.py) and its tests use."""
+        root = Path(os.environ.get("INGEST_STACK_DIR", Path.cwd() / ".stack")).resolve()
+        return cls(
+            root.with_name(root.name + "-replicated"),
+            kafka_port=39160,
+            opensearch_port=39250,
+            s3_port=39040,
+            kafka_brokers=3,
+            opensearch_nodes=2,
+            downloads=root / "cache",
+            indexing_limit="2mb",  # so that the chaos run meets real 429s
+        )
+
     @property
     def cache(self) -> Path:
-        return Path(os.environ.get("INGEST_STACK_CACHE", self.root / "cache"))
+        return Path(os.environ.get("INGEST_STACK_CACHE", self.downloads or self.root / "cache"))
 
     @property
     def env_file(self) -> Path:

@@ -252,6 +252,8 @@ class OpenSearch:
             "action.auto_create_index: true",
             "cluster.routing.allocation.disk.threshold_enabled: false",
         ]
+        if self.layout.indexing_limit:
+            lines.append(f"indexing_pressure.memory.limit: {self.layout.indexing_limit}")
         if self.release.s3:
             lines += [
                 f"s3.client.default.endpoint: 127.0.0.1:{self.layout.s3_port}",

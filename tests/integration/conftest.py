@@ -10,7 +10,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 
 import orjson
 import pytest
@@ -35,6 +35,19 @@ def stack() -> dict[str, str]:
     env = manager.up(Layout.default(), say=lambda line: print(line))
     os.environ.update(env)
     return env
+
+
+@pytest.fixture(scope="session")
+def replicated(stack: dict[str, str]) -> Iterator[dict]:
+    """Three brokers and two OpenSearch nodes (Layout.replicated: beside the default stack,
+    on ports of their own, with a lowered indexing-pressure limit), started by the stack's
+    own code; stopped at the end if they were not running before."""
+    layout = Layout.replicated()
+    running = all(ok for _, ok, _ in manager.status(layout))
+    env = manager.up(layout, say=print, timeout=300)
+    yield {"layout": layout, "env": env}
+    if not running:
+        manager.down(layout, say=print)
 
 
 @pytest.fixture

@@ -7,51 +7,15 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
 from aiokafka.admin import AIOKafkaAdminClient
 
 from ingest.config import KafkaSettings
 from ingest.consumer.topics import topic_settings
-from ingest.stack import manager, process
+from ingest.stack import process
 from ingest.stack.kafka import Kafka
-from ingest.stack.layout import Layout
 from tests.integration.conftest import make_alerts, run_cli
-
-PORTS = {"kafka": 39160, "opensearch": 39250, "s3": 39040}  # beside the default stack's
-
-
-def _free(port: int) -> bool:
-    with socket.socket() as s:
-        return s.connect_ex(("127.0.0.1", port)) != 0
-
-
-@pytest.fixture(scope="module")
-def replicated(stack: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
-    root = Path(os.environ.get("INGEST_STACK_DIR", Path.cwd() / ".stack")).resolve()
-    layout = Layout(
-        root.with_name(root.name + "-replicated"),
-        PORTS["kafka"],
-        PORTS["opensearch"],
-        PORTS["s3"],
-        kafka_brokers=3,
-        opensearch_nodes=2,
-    )
-    wanted = [PORTS["kafka"] + 10 * n for n in range(3)] + [PORTS["opensearch"] + n for n in (0, 1)]
-    assert all(_free(p) for p in wanted), "the replicated stack's ports are taken"
-    cache = os.environ.get("INGEST_STACK_CACHE")
-    if cache is None:  # the default stack's downloads
-        os.environ["INGEST_STACK_CACHE"] = str(root / "cache")
-    try:
-        env = manager.up(layout, say=print, timeout=300)
-    finally:
-        if cache is None:
-            del os.environ["INGEST_STACK_CACHE"]
-    yield {"layout": layout, "env": env}
-    manager.down(layout, say=print)
 
 
 def env_for(replicated: dict, prefix: str, tmp: Path) -> dict[str, str]:
