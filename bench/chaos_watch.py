@@ -113,7 +113,8 @@ class Watch:
     def figures(self, phase: Phase, steady_lag: int) -> dict[str, float | int | None]:
         """The longest stall that began in the phase (no new alert stored while some were
         waiting, however long it lasted), the largest lag in the phase, and how long after
-        the injection the lag was back at its fault-free level."""
+        the injection the lag was back at its fault-free level, once past that peak and the
+        phase's last action."""
         stall, rise, prev = 0.0, 0.0, None
         for s in self.samples:
             if s.stored is None:
@@ -123,16 +124,18 @@ class Watch:
             elif s.sent > s.stored and phase.start <= rise < phase.end:
                 stall = max(stall, s.t - rise)
             prev = s.stored
-        lags = [s.lag for s in self.samples if phase.start <= s.t < phase.end and s.lag is not None]
+        lagged = [s for s in self.samples if phase.start <= s.t < phase.end and s.lag is not None]
+        peak = max(lagged, key=lambda s: s.lag or 0, default=None)
+        since = max(phase.restored, peak.t if peak else phase.start)
         back = next(
             (
                 s.t - phase.start
                 for s in self.samples
-                if s.t >= phase.restored and s.lag is not None and s.lag <= steady_lag
+                if s.t >= since and s.lag is not None and s.lag <= steady_lag
             ),
             None,
         )
-        return {"stall_s": stall, "max_lag": max(lags, default=None), "recovered_s": back}
+        return {"stall_s": stall, "max_lag": peak.lag if peak else None, "recovered_s": back}
 
 
 async def stored_ids(url: str, prefix: str) -> list[str]:
