@@ -1,0 +1,63 @@
+"""Helm, for the chart's checks: built from the Go module proxy (no registry here serves
+its release binaries), once, into the stack's download cache."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+from ingest.errors import StackError
+from ingest.stack.layout import Layout
+
+HELM_VERSION = "v3.22.0"
+MODULE = "helm.sh/helm/v3/cmd/helm"
+
+
+def helm(layout: Layout | None = None) -> Path:
+    """The helm binary of ``HELM_VERSION``, built with ``go install`` if not there yet."""
+    layout = layout or Layout.default()
+    folder = layout.cache / f"helm-{HELM_VERSION}"
+    binary = folder / "helm"
+    if binary.exists():
+        return binary
+    go = shutil.which("go")
+    if go is None:
+        raise StackError("helm", f"needs Go to build {MODULE}@{HELM_VERSION} (no go on PATH)")
+    folder.mkdir(parents=True, exist_ok=True)
+    env = dict(os.environ, GOBIN=str(folder), CGO_ENABLED="0")
+    done = subprocess.run(
+        [go, "install", f"{MODULE}@{HELM_VERSION}"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if done.returncode != 0 or not binary.exists():
+        raise StackError("helm", f"go install {MODULE}@{HELM_VERSION} failed: {done.stderr[-800:]}")
+    return binary
+
+
+CHART = Path(__file__).resolve().parents[2] / "charts" / "falco-ingest"
+COPY_HEADER = (
+    "# Generated from charts/falco-ingest with its default values (release falco-ingest,\n"
+    "# namespace falco); do not edit. Install with the chart; regenerate with:\n"
+    "#   python -m ingest.stack.helm > deploy/k8s/falco-ingest.yaml\n"
+)
+
+
+def rendered_copy() -> str:
+    """The chart rendered with its defaults, as deploy/k8s/falco-ingest.yaml keeps it."""
+    done = subprocess.run(
+        [str(helm()), "template", "falco-ingest", str(CHART), "-n", "falco"]
+        + ["--kube-version", "1.31.0"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return COPY_HEADER + done.stdout
+
+
+if __name__ == "__main__":
+    print(rendered_copy(), end="")

@@ -1,0 +1,165 @@
+"""The Helm chart (charts/falco-ingest), checked with real tools: helm (built from the Go
+module proxy) lints and renders it with the default values and with a production-like
+file; every rendered object is validated against the Kubernetes API schemas of the versions
+we support (kubernetes-validate, strict); wrong values fail at install; the settings it
+documents and checks are the product's own, and the rendered copy in deploy/k8s is current."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import kubernetes_validate
+import pytest
+import yaml
+
+from ingest.settings_catalog import catalog, rewritten
+from ingest.stack.helm import helm, rendered_copy
+
+ROOT = Path(__file__).resolve().parents[2]
+CHART = ROOT / "charts" / "falco-ingest"
+PRODUCTION = CHART / "ci" / "production-values.yaml"
+KUBERNETES = ["1.29.0", "1.31.0", "1.34.0"]  # what the chart supports, oldest to newest
+CRDS = {"ScaledObject", "ServiceMonitor"}  # not in the API schemas: KEDA's and the operator's
+
+
+@pytest.fixture(scope="module")
+def helm_bin() -> Path:
+    return helm()
+
+
+def render(helm_bin: Path, *args: str, kube: str = "1.31.0") -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [str(helm_bin), "template", "falco-ingest", str(CHART), "-n", "falco"]
+        + ["--kube-version", kube, *args],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+
+
+def objects(text: str) -> list[dict]:
+    return [d for d in yaml.safe_load_all(text) if d]
+
+
+@pytest.mark.parametrize("values", [[], ["-f", str(PRODUCTION)]], ids=["default", "production"])
+def test_lint_is_clean(helm_bin, values):
+    done = subprocess.run(
+        [str(helm_bin), "lint", "--strict", str(CHART), "--kube-version", "1.31.0", *values],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+@pytest.mark.parametrize("kube", KUBERNETES)
+@pytest.mark.parametrize("values", [[], ["-f", str(PRODUCTION)]], ids=["default", "production"])
+def test_every_object_is_valid_for_the_kubernetes_api(helm_bin, values, kube):
+    done = render(helm_bin, *values, kube=kube)
+    assert done.returncode == 0, done.stderr
+    unknown = set()
+    for obj in objects(done.stdout):
+        try:
+            kubernetes_validate.validate(obj, kube, strict=True)
+        except kubernetes_validate.SchemaNotFoundError:
+            unknown.add(obj["kind"])
+    assert unknown <= CRDS
+    if values:
+        assert unknown == CRDS  # the production file turns KEDA and the ServiceMonitor on
+
+
+def test_a_broken_object_is_caught_by_the_validator():
+    deployment = {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": "x"},
+        "spec": {"replicas": "three", "selector": {}, "template": {}},
+    }
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(deployment, "1.31.0", strict=True)
+
+
+@pytest.mark.parametrize(
+    ("setting", "said"),
+    [
+        ("settings.CONSUMER__BATCH_MAX_DOCS=-1", "minimum"),
+        ("settings.KAFKA__TOPIK=x", "KAFKA__TOPIK"),
+        ("settings.LOG_LEVEL=LOUD", "DEBUG"),
+        ("consumer.replicas=many", "want integer"),
+        ("agent.http.port=80", "minimum"),
+        ("consumer.keda.enabled=true,consumer.keda.maxReplicas=8", "6 partitions"),
+        ("consumer.keda.enabled=true,consumer.hpa.enabled=true", "choose one"),
+    ],
+)
+def test_a_wrong_value_fails_at_install(helm_bin, setting, said):
+    done = render(helm_bin, "--set", setting)
+    assert done.returncode != 0 and said in done.stderr, done.stderr
+
+
+def test_the_settings_are_the_products_own_and_current():
+    for path, text in rewritten(CHART).items():
+        assert path.read_text() == text, f"{path}: run python -m ingest.settings_catalog --write"
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    assert set(values["settings"]) <= set(catalog())
+
+
+def test_every_setting_reaches_each_container_as_a_known_variable(helm_bin):
+    done = render(helm_bin, "-f", str(PRODUCTION))
+    production = yaml.safe_load(PRODUCTION.read_text())["settings"]
+    chart_own = {"INGEST_AGENT__HOSTNAME", "INGEST_AGENT__STATE_DIR", "INGEST_METRICS_PORT"}
+    known = {f"INGEST_{name}" for name in catalog()} | chart_own
+    pods = 0
+    for obj in objects(done.stdout):
+        spec = _pod_spec(obj)
+        if spec is None:
+            continue
+        pods += 1
+        for container in spec["containers"]:
+            env = {e["name"]: e.get("value") for e in container.get("env", [])}
+            assert set(env) <= known, set(env) - known
+            for name, value in production.items():
+                assert env[f"INGEST_{name}"] == str(value), (obj["kind"], name)
+    assert pods == 5  # agent, consumer, setup, two CronJobs
+
+
+def test_pods_run_as_non_root_read_only_with_limits(helm_bin):
+    done = render(helm_bin, "-f", str(PRODUCTION))
+    for obj in objects(done.stdout):
+        spec = _pod_spec(obj)
+        if spec is None:
+            continue
+        assert spec["securityContext"]["runAsNonRoot"] is True
+        assert spec["automountServiceAccountToken"] is False
+        for c in spec["containers"] + spec.get("initContainers", []):
+            ctx = c["securityContext"]
+            assert ctx["readOnlyRootFilesystem"] and not ctx["allowPrivilegeEscalation"]
+            assert "memory" in c["resources"]["limits"], c["name"]
+            if c["name"] == "state-owner":  # chowns the hostPath, nothing else
+                assert ctx["capabilities"] == {"drop": ["ALL"], "add": ["CHOWN"]}
+            else:
+                assert ctx["runAsNonRoot"] and ctx["capabilities"] == {"drop": ["ALL"]}
+
+
+def test_setup_runs_before_install_and_upgrade(helm_bin):
+    done = render(helm_bin)
+    hooks = {
+        o["kind"]: o["metadata"]["annotations"]["helm.sh/hook"]
+        for o in objects(done.stdout)
+        if "helm.sh/hook" in o["metadata"].get("annotations", {})
+    }
+    assert hooks == {"Job": "pre-install,pre-upgrade", "Secret": "pre-install,pre-upgrade"}
+
+
+def test_the_rendered_copy_in_deploy_is_current(helm_bin):
+    copy = ROOT / "deploy" / "k8s" / "falco-ingest.yaml"
+    assert copy.read_text() == rendered_copy(), "python -m ingest.stack.helm > " + str(copy)
+
+
+def _pod_spec(obj: dict) -> dict | None:
+    kind = obj["kind"]
+    if kind in ("Deployment", "DaemonSet", "Job"):
+        return obj["spec"]["template"]["spec"]
+    if kind == "CronJob":
+        return obj["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+    return None
