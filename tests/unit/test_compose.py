@@ -52,34 +52,37 @@ def test_compose_config_validates():
     assert res.returncode == 0, res.stderr
 
 
-K8S = ROOT / "deploy" / "k8s"
+K8S = ROOT / "deploy" / "k8s" / "falco-ingest.yaml"  # the Helm chart rendered (tests/chart)
+
+
+def _k8s_docs() -> list[dict]:
+    return [d for d in yaml.safe_load_all(K8S.read_text()) if d]
+
+
+def _pods() -> list[dict]:
+    specs = [
+        d["spec"].get("jobTemplate", {}).get("spec", d["spec"]) for d in _k8s_docs() if "spec" in d
+    ]
+    return [s["template"]["spec"] for s in specs if "template" in s]
 
 
 def test_kubernetes_manifests_parse_and_use_real_settings(monkeypatch):
-    docs = [d for f in sorted(K8S.glob("*.yaml")) for d in yaml.safe_load_all(f.read_text()) if d]
-    kinds = {d["kind"] for d in docs}
-    workloads = {"DaemonSet", "Deployment", "Job", "CronJob"}
-    assert workloads | {"ConfigMap", "PodDisruptionBudget"} <= kinds
+    kinds = {d["kind"] for d in _k8s_docs()}
+    assert {"DaemonSet", "Deployment", "Job", "CronJob", "PodDisruptionBudget"} <= kinds
     for key in list(os.environ):
         if key.startswith("INGEST_"):
             monkeypatch.delenv(key)
-    config = next(d for d in docs if d["kind"] == "ConfigMap")
-    for key, value in config["data"].items():
-        monkeypatch.setenv(key, value)
-    for d in docs:
-        if d["kind"] in ("DaemonSet", "Deployment"):
-            for c in d["spec"]["template"]["spec"]["containers"]:
-                for e in c.get("env", []):
-                    monkeypatch.setenv(e["name"], e.get("value", "x"))
+    for pod in _pods():
+        for c in pod["containers"]:
+            for e in c.get("env", []):
+                monkeypatch.setenv(e["name"], e.get("value", "x"))
+    assert os.environ.get("INGEST_KAFKA__BOOTSTRAP_SERVERS")  # the settings did reach them
     assert _unknown_env() == []
 
 
 def test_kubernetes_containers_run_real_commands():
-    docs = [d for f in sorted(K8S.glob("*.yaml")) for d in yaml.safe_load_all(f.read_text()) if d]
-    specs = [d["spec"].get("jobTemplate", {}).get("spec", d["spec"]) for d in docs if "spec" in d]
-    pods = [s["template"]["spec"] for s in specs if "template" in s]
     commands = []
-    for pod in pods:
+    for pod in _pods():
         for c in pod["containers"]:
             args = parser().parse_args(c["args"])  # exits (SystemExit) on an unknown command
             commands.append(args.command)
@@ -88,12 +91,7 @@ def test_kubernetes_containers_run_real_commands():
 
 def test_falco_example_points_at_what_the_daemonset_reads():
     falco = yaml.safe_load((ROOT / "examples" / "falco-outputs.yaml").read_text())
-    agent = next(
-        d
-        for f in sorted(K8S.glob("*.yaml"))
-        for d in yaml.safe_load_all(f.read_text())
-        if d and d["kind"] == "DaemonSet"
-    )
+    agent = next(d for d in _k8s_docs() if d["kind"] == "DaemonSet")
     args = agent["spec"]["template"]["spec"]["containers"][0]["args"]
     assert f"file:{falco['file_output']['filename']}" in args
     assert falco["http_output"]["url"].rstrip("/") in args
@@ -103,20 +101,16 @@ def test_falco_example_points_at_what_the_daemonset_reads():
 
 
 def test_kubernetes_workloads_run_as_non_root_and_read_secrets_from_files():
-    docs = [d for f in sorted(K8S.glob("*.yaml")) for d in yaml.safe_load_all(f.read_text()) if d]
-    specs = [d["spec"].get("jobTemplate", {}).get("spec", d["spec"]) for d in docs if "spec" in d]
-    pods = [s["template"]["spec"] for s in specs if "template" in s]
+    pods = _pods()
     assert len(pods) == 5
     for pod in pods:
         secrets = {v["secret"]["secretName"] for v in pod["volumes"] if "secret" in v}
-        assert {"falco-ingest-credentials", "falco-ingest-tls"} <= secrets
+        assert secrets == {"falco-ingest-credentials"}
         for c in pod["containers"]:
             ctx = c["securityContext"]
             assert ctx["runAsNonRoot"] and ctx["runAsUser"] != 0, c["name"]
             assert ctx["readOnlyRootFilesystem"] and not ctx["allowPrivilegeEscalation"]
-            assert all("secretRef" not in e for e in c.get("envFrom", []))  # files, not env
+            assert "envFrom" not in c  # no Secret as environment: files only
+            assert all("PASSWORD" not in e["name"] or e["name"].endswith("_FILE") for e in c["env"])
             mounts = {m["mountPath"] for m in c["volumeMounts"]}
-            assert {"/etc/falco-ingest/secrets", "/etc/falco-ingest/tls"} <= mounts
-    config = next(d for d in docs if d["kind"] == "ConfigMap")["data"]
-    assert config["INGEST_OPENSEARCH__PASSWORD_FILE"].startswith("/etc/falco-ingest/secrets/")
-    assert "INGEST_OPENSEARCH__PASSWORD" not in config
+            assert "/etc/falco-ingest/secrets" in mounts
