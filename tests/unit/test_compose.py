@@ -52,7 +52,7 @@ def test_compose_config_validates():
     assert res.returncode == 0, res.stderr
 
 
-K8S = ROOT / "deploy" / "k8s" / "falco-ingest.yaml"  # the Helm chart rendered (tests/chart)
+K8S = ROOT / "deploy" / "k8s" / "falco-ingest.yaml"  # the Helm chart rendered (tests/deploy)
 
 
 def _k8s_docs() -> list[dict]:

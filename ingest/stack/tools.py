@@ -1,11 +1,13 @@
-"""Helm, for the chart's checks: built from the Go module proxy (no registry here serves
-its release binaries), once, into the stack's download cache."""
+"""The chart's tools, made once into the stack's download cache: Helm, built from the Go
+module proxy (no registry here serves its release binaries), and checkov, the policy
+checker, in a virtualenv of its own (its pins are not ours)."""
 
 from __future__ import annotations
 
 import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 from ingest.errors import StackError
@@ -13,6 +15,7 @@ from ingest.stack.layout import Layout
 
 HELM_VERSION = "v3.22.0"
 MODULE = "helm.sh/helm/v3/cmd/helm"
+CHECKOV_VERSION = "3.3.30"
 
 
 def helm(layout: Layout | None = None) -> Path:
@@ -39,11 +42,29 @@ def helm(layout: Layout | None = None) -> Path:
     return binary
 
 
+def checkov(layout: Layout | None = None) -> Path:
+    """checkov of ``CHECKOV_VERSION`` from PyPI, in a virtualenv of its own."""
+    layout = layout or Layout.default()
+    venv = layout.cache / f"checkov-{CHECKOV_VERSION}"
+    binary = venv / "bin" / "checkov"
+    if binary.exists():
+        return binary
+    for step in (
+        [sys.executable, "-m", "venv", str(venv)],
+        [str(venv / "bin" / "pip"), "install", "-q", f"checkov=={CHECKOV_VERSION}"],
+    ):
+        done = subprocess.run(step, capture_output=True, text=True, check=False)
+        if done.returncode != 0:
+            shutil.rmtree(venv, ignore_errors=True)
+            raise StackError("checkov", f"{' '.join(step)} failed: {done.stderr[-800:]}")
+    return binary
+
+
 CHART = Path(__file__).resolve().parents[2] / "charts" / "falco-ingest"
 COPY_HEADER = (
     "# Generated from charts/falco-ingest with its default values (release falco-ingest,\n"
     "# namespace falco); do not edit. Install with the chart; regenerate with:\n"
-    "#   python -m ingest.stack.helm > deploy/k8s/falco-ingest.yaml\n"
+    "#   python -m ingest.stack.tools > deploy/k8s/falco-ingest.yaml\n"
 )
 
 

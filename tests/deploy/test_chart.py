@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from ingest.settings_catalog import catalog, rewritten
-from ingest.stack.helm import helm, rendered_copy
+from ingest.stack.tools import checkov, helm, rendered_copy
 
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "charts" / "falco-ingest"
@@ -151,9 +151,51 @@ def test_setup_runs_before_install_and_upgrade(helm_bin):
     assert hooks == {"Job": "pre-install,pre-upgrade", "Secret": "pre-install,pre-upgrade"}
 
 
+def _checkov(folder: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [str(checkov()), "-d", str(folder), "--framework", "kubernetes", "--compact"]
+        + ["--skip-download", "--config-file", str(CHART / ".checkov.yaml")],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+
+
+def test_the_policy_checker_finds_nothing_but_the_justified(helm_bin, tmp_path):
+    for name, values in (("default", []), ("production", ["-f", str(PRODUCTION)])):
+        done = render(helm_bin, *values)
+        assert done.returncode == 0, done.stderr
+        (tmp_path / f"{name}.yaml").write_text(done.stdout)
+    scan = _checkov(tmp_path)
+    assert scan.returncode == 0 and "Failed checks: 0" in scan.stdout, scan.stdout[-3000:]
+    # each skip in .checkov.yaml says why, in the comment above it
+    lines = (CHART / ".checkov.yaml").read_text().splitlines()
+    skips = [i for i, ln in enumerate(lines) if ln.strip().startswith("- CKV")]
+    assert skips and all(lines[i - 1].strip().startswith("#") for i in skips)
+    # and the scan is live: a privileged pod with a writable root is caught
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "pod.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "v1",
+                "kind": "Pod",
+                "metadata": {"name": "bad", "namespace": "falco"},
+                "spec": {
+                    "containers": [
+                        {"name": "c", "image": "x:1", "securityContext": {"privileged": True}}
+                    ]
+                },
+            }
+        )
+    )
+    caught = _checkov(bad)
+    assert caught.returncode != 0 and "CKV_K8S_16" in caught.stdout  # privileged
+
+
 def test_the_rendered_copy_in_deploy_is_current(helm_bin):
     copy = ROOT / "deploy" / "k8s" / "falco-ingest.yaml"
-    assert copy.read_text() == rendered_copy(), "python -m ingest.stack.helm > " + str(copy)
+    assert copy.read_text() == rendered_copy(), "python -m ingest.stack.tools > " + str(copy)
 
 
 def _pod_spec(obj: dict) -> dict | None:
