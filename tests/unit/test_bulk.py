@@ -230,11 +230,15 @@ class PressureTransport:
         return {"errors": True, "items": [item] * n}
 
 
+def pressured(fits: int, per_item: bool) -> tuple[FakeClient, OpenSearchSink]:
+    client = FakeClient([])
+    client.transport = PressureTransport(fits=fits, per_item=per_item)
+    return client, OpenSearchSink(client, "falco", retry_initial_s=0.01, retry_max_s=0.02)
+
+
 @pytest.mark.parametrize("per_item", [False, True])
 async def test_a_request_alone_over_the_indexing_pressure_limit_is_split_not_retried(per_item):
-    client = FakeClient([])
-    client.transport = PressureTransport(fits=3, per_item=per_item)
-    sink = OpenSearchSink(client, "falco", retry_initial_s=0.01, retry_max_s=0.02)
+    client, sink = pressured(fits=3, per_item=per_item)
     out = await sink.write(docs(10))
     assert out.stored == 10 and not out.rejected and out.retries == 0
     assert client.transport.sent == [10, 5, 2, 3, 5, 2, 3]
@@ -242,9 +246,7 @@ async def test_a_request_alone_over_the_indexing_pressure_limit_is_split_not_ret
 
 @pytest.mark.parametrize("per_item", [False, True])
 async def test_a_document_alone_over_the_limit_is_dead_lettered_with_the_reason(per_item):
-    client = FakeClient([])
-    client.transport = PressureTransport(fits=0, per_item=per_item)
-    sink = OpenSearchSink(client, "falco", retry_initial_s=0.01, retry_max_s=0.02)
+    _, sink = pressured(fits=0, per_item=per_item)
     out = await sink.write(docs(2))
     assert out.stored == 0 and [d.doc_id for d, _, _ in out.rejected] == ["id0", "id1"]
     assert {r for _, r, _ in out.rejected} == {"opensearch_rejected_execution_exception"}
