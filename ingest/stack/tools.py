@@ -60,6 +60,37 @@ def checkov(layout: Layout | None = None) -> Path:
     return binary
 
 
+# The custom resources the chart can make, and where their CRDs are published: in the Go
+# modules of KEDA and of the Prometheus Operator, which the Go module proxy serves.
+CRDS = {
+    "ScaledObject": (
+        "github.com/kedacore/keda/v2@v2.21.0",
+        "config/crd/bases/keda.sh_scaledobjects.yaml",
+    ),
+    "ServiceMonitor": (
+        "github.com/prometheus-operator/prometheus-operator@v0.85.0",
+        "example/prometheus-operator-crd/monitoring.coreos.com_servicemonitors.yaml",
+    ),
+}
+
+
+def crd_file(kind: str) -> Path:
+    """The published CRD of ``kind`` (YAML), from its module on the Go module proxy."""
+    import json
+
+    module, path = CRDS[kind]
+    go = shutil.which("go")
+    if go is None:
+        raise StackError("crd", f"needs Go to download {module} (no go on PATH)")
+    done = subprocess.run(
+        [go, "mod", "download", "-json", module], capture_output=True, text=True, check=False
+    )
+    info = json.loads(done.stdout or "{}")
+    if done.returncode != 0 or "Dir" not in info:
+        raise StackError("crd", f"go mod download {module} failed: {done.stdout[-500:]}")
+    return Path(info["Dir"]) / path
+
+
 CHART = Path(__file__).resolve().parents[2] / "charts" / "falco-ingest"
 COPY_HEADER = (
     "# Generated from charts/falco-ingest with its default values (release falco-ingest,\n"

@@ -9,12 +9,13 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
+import jsonschema
 import kubernetes_validate
 import pytest
 import yaml
 
 from ingest.settings_catalog import catalog, rewritten
-from ingest.stack.tools import checkov, helm, rendered_copy
+from ingest.stack.tools import checkov, crd_file, helm, rendered_copy
 
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "charts" / "falco-ingest"
@@ -67,6 +68,18 @@ def test_every_object_is_valid_for_the_kubernetes_api(helm_bin, values, kube):
     assert unknown <= CRDS
     if values:
         assert unknown == CRDS  # the production file turns KEDA and the ServiceMonitor on
+
+
+def test_the_custom_resources_are_valid_for_their_published_crds(helm_bin):
+    done = render(helm_bin, "-f", str(PRODUCTION))
+    custom = [o for o in objects(done.stdout) if o["kind"] in CRDS]
+    assert {o["kind"] for o in custom} == CRDS
+    for obj in custom:
+        schema = crd_schema(obj["kind"], obj["apiVersion"])
+        jsonschema.validate(obj, schema)
+        broken = dict(obj, spec=dict(obj["spec"], replicas=3))  # no such field
+        with pytest.raises(jsonschema.ValidationError):
+            jsonschema.validate(broken, schema)
 
 
 def test_a_broken_object_is_caught_by_the_validator():
@@ -196,6 +209,28 @@ def test_the_policy_checker_finds_nothing_but_the_justified(helm_bin, tmp_path):
 def test_the_rendered_copy_in_deploy_is_current(helm_bin):
     copy = ROOT / "deploy" / "k8s" / "falco-ingest.yaml"
     assert copy.read_text() == rendered_copy(), "python -m ingest.stack.tools > " + str(copy)
+
+
+def crd_schema(kind: str, api_version: str) -> dict:
+    """The OpenAPI schema of ``kind`` at ``api_version`` from its published CRD, made
+    strict: an object that lists its properties takes no others (as kubectl's
+    --validate=strict treats them), unless the CRD says it keeps unknown fields."""
+    crd = yaml.safe_load(crd_file(kind).read_text())
+    version = api_version.rsplit("/", 1)[1]
+    served = {v["name"]: v["schema"]["openAPIV3Schema"] for v in crd["spec"]["versions"]}
+    return _strict(served[version])
+
+
+def _strict(schema):
+    if isinstance(schema, list):
+        return [_strict(s) for s in schema]
+    if not isinstance(schema, dict):
+        return schema
+    out = {k: _strict(v) for k, v in schema.items()}
+    keeps = out.get("x-kubernetes-preserve-unknown-fields") or "additionalProperties" in out
+    if "properties" in out and not keeps:
+        out["additionalProperties"] = False
+    return out
 
 
 def _pod_spec(obj: dict) -> dict | None:
