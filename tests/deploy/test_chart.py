@@ -103,6 +103,7 @@ def test_a_broken_object_is_caught_by_the_validator():
         ("agent.http.port=80", "minimum"),
         ("consumer.keda.enabled=true,consumer.keda.maxReplicas=8", "6 partitions"),
         ("consumer.keda.enabled=true,consumer.hpa.enabled=true", "choose one"),
+        ("tls.caPem=nonsense", "does not match pattern"),
     ],
 )
 def test_a_wrong_value_fails_at_install(helm_bin, setting, said):
@@ -152,6 +153,21 @@ def test_pods_run_as_non_root_read_only_with_limits(helm_bin):
                 assert ctx["capabilities"] == {"drop": ["ALL"], "add": ["CHOWN"]}
             else:
                 assert ctx["runAsNonRoot"] and ctx["capabilities"] == {"drop": ["ALL"]}
+
+
+def test_certificates_given_as_pems_become_a_secret_every_pod_mounts(helm_bin):
+    pem = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"
+    done = render(helm_bin, "--set-string", f"tls.caPem={pem}")
+    assert done.returncode == 0, done.stderr
+    docs = objects(done.stdout)
+    secret = next(o for o in docs if o["metadata"]["name"] == "falco-ingest-tls")
+    assert secret["stringData"] == {"ca.pem": pem}
+    pods = [spec for o in docs if (spec := _pod_spec(o)) is not None]
+    assert len(pods) == 5
+    for spec in pods:
+        assert {"name": "tls", "secret": {"secretName": "falco-ingest-tls"}} in spec["volumes"]
+        for c in spec["containers"]:
+            assert "/etc/falco-ingest/tls" in {m["mountPath"] for m in c["volumeMounts"]}
 
 
 def test_setup_runs_before_install_and_upgrade(helm_bin):

@@ -31,6 +31,15 @@ app.kubernetes.io/component: {{ .component }}
 {{- end -}}
 {{- end -}}
 
+{{/* The Secret holding the certificates: the existing one, or the chart's if given PEMs. */}}
+{{- define "falco-ingest.tlsSecret" -}}
+{{- if .Values.tls.existingSecret -}}
+{{- .Values.tls.existingSecret -}}
+{{- else if .Values.tls.caPem -}}
+{{- printf "%s-tls" (include "falco-ingest.fullname" .) -}}
+{{- end -}}
+{{- end -}}
+
 {{- define "falco-ingest.credentialsSecret" -}}
 {{- .Values.credentials.existingSecret | default (printf "%s-credentials" (include "falco-ingest.fullname" .)) -}}
 {{- end -}}
@@ -81,7 +90,7 @@ securityContext:
 - name: credentials
   mountPath: /etc/falco-ingest/secrets
   readOnly: true
-{{- if .Values.tls.existingSecret }}
+{{- if include "falco-ingest.tlsSecret" . }}
 - name: tls
   mountPath: /etc/falco-ingest/tls
   readOnly: true
@@ -92,10 +101,10 @@ securityContext:
 - name: credentials
   secret:
     secretName: {{ include "falco-ingest.credentialsSecret" . }}
-{{- if .Values.tls.existingSecret }}
+{{- with include "falco-ingest.tlsSecret" . }}
 - name: tls
   secret:
-    secretName: {{ .Values.tls.existingSecret }}
+    secretName: {{ . }}
 {{- end }}
 {{- end -}}
 
