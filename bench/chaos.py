@@ -335,10 +335,7 @@ async def main() -> int:
         stop.set()
         await watching
     tail = time.monotonic() - t0 - done[-1].end
-    spools = {
-        k: a.metric(int(a.env["INGEST_METRICS_PORT"]), "ingest_agent_spool_bytes")
-        for k, a in fleet.agents.items()
-    }
+    spools = {k: a.metric("ingest_agent_spool_bytes") for k, a in fleet.agents.items()}
     for p in fleet.procs:
         p.stop()
     unclean = [

@@ -9,6 +9,7 @@ import signal
 import socket
 import subprocess
 import time
+import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -66,12 +67,11 @@ class Proc:
             self.exits.append(-9)
         self.popen = None
 
-    def metric(self, port: int, name: str) -> float | None:
+    def metric(self, name: str) -> float | None:
         """A value from the process's Prometheus endpoint, None if it does not answer."""
-        import urllib.request
-
+        url = f"http://127.0.0.1:{self.env['INGEST_METRICS_PORT']}/metrics"
         try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as r:
+            with urllib.request.urlopen(url, timeout=2) as r:
                 text = r.read().decode()
         except OSError:
             return None
