@@ -29,6 +29,10 @@ def env_for(replicated: dict, prefix: str, tmp: Path) -> dict[str, str]:
         INGEST_AGENT__STATE_DIR=str(tmp / "agent"),
         INGEST_METRICS_PORT="0",
         INGEST_LOG_LEVEL="ERROR",
+        # A SIGKILLed leader is replaced once the controller misses its heartbeats
+        # (broker.session.timeout.ms, 9 s) and the clients refresh their metadata: the
+        # agent's default 10 s to drain at exit is about that (CI once ran out of it).
+        INGEST_AGENT__DRAIN_TIMEOUT_S="60",
     )
     return env
 
