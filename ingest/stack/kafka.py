@@ -193,14 +193,8 @@ class Kafka:
             raise StackError(self.name, f"port {self.port} is taken by another process")
         libs = self.fetch()
         props, log4j = self._configure()
-        cluster_id = self._cluster_id()
-        meta = self.dir / "data" / "meta.properties"
-        if meta.exists() and f"cluster.id={cluster_id}" not in _read(meta).splitlines():
-            # Storage formatted for another shape of this stack (one broker, now three, or
-            # back): its quorum is not this one's and KRaft would refuse it. Start it afresh.
-            shutil.rmtree(self.dir / "data")
-            (self.dir / "data").mkdir()
-        if not meta.exists():
+        cluster_id = self._storage_for_this_cluster()
+        if not (self.dir / "data" / "meta.properties").exists():
             fmt = self._java(
                 libs, log4j, "kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(props)
             )
@@ -210,6 +204,17 @@ class Kafka:
         heap = os.environ.get("INGEST_STACK_KAFKA_HEAP", "512m")
         argv = self._java(libs, log4j, "kafka.Kafka", str(props), heap=heap)
         process.spawn(argv, log=self.stdout, pid_file=self.pid_file, cwd=self.dir)
+
+    def _storage_for_this_cluster(self) -> str:
+        """This stack's cluster id; the broker's storage is emptied if it was formatted for
+        another shape of this stack (one broker, now three, or back): its quorum is not this
+        one's and KRaft would refuse to start on it."""
+        cluster_id = self._cluster_id()
+        meta = self.dir / "data" / "meta.properties"
+        if meta.exists() and f"cluster.id={cluster_id}" not in _read(meta).splitlines():
+            shutil.rmtree(self.dir / "data")
+            (self.dir / "data").mkdir()
+        return cluster_id
 
     def _cluster_id(self) -> str:
         """One KRaft cluster id for every broker of this stack, made by the first to start;
