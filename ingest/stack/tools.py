@@ -67,6 +67,10 @@ CRDS = {
         "github.com/kedacore/keda/v2@v2.21.0",
         "config/crd/bases/keda.sh_scaledobjects.yaml",
     ),
+    "TriggerAuthentication": (
+        "github.com/kedacore/keda/v2@v2.21.0",
+        "config/crd/bases/keda.sh_triggerauthentications.yaml",
+    ),
     "ServiceMonitor": (
         "github.com/prometheus-operator/prometheus-operator@v0.85.0",
         "example/prometheus-operator-crd/monitoring.coreos.com_servicemonitors.yaml",

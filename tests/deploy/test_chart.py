@@ -21,7 +21,8 @@ ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "charts" / "falco-ingest"
 PRODUCTION = CHART / "ci" / "production-values.yaml"
 KUBERNETES = ["1.29.0", "1.31.0", "1.34.0"]  # what the chart supports, oldest to newest
-CRDS = {"ScaledObject", "ServiceMonitor"}  # not in the API schemas: KEDA's and the operator's
+# not in the API schemas: KEDA's and the Prometheus Operator's
+CRDS = {"ScaledObject", "TriggerAuthentication", "ServiceMonitor"}
 
 
 @pytest.fixture(scope="module")
@@ -67,7 +68,7 @@ def test_every_object_is_valid_for_the_kubernetes_api(helm_bin, values, kube):
             unknown.add(obj["kind"])
     assert unknown <= CRDS
     if values:
-        assert unknown == CRDS  # the production file turns KEDA and the ServiceMonitor on
+        assert unknown == CRDS  # the production file turns KEDA (SASL) and the ServiceMonitor on
 
 
 def test_the_custom_resources_are_valid_for_their_published_crds(helm_bin):
@@ -80,6 +81,27 @@ def test_the_custom_resources_are_valid_for_their_published_crds(helm_bin):
         broken = dict(obj, spec=dict(obj["spec"], replicas=3))  # no such field
         with pytest.raises(jsonschema.ValidationError):
             jsonschema.validate(broken, schema)
+
+
+def test_keda_reaches_a_secured_kafka_as_the_consumers_do(helm_bin):
+    docs = objects(render(helm_bin, "-f", str(PRODUCTION)).stdout)
+    scaled = next(o for o in docs if o["kind"] == "ScaledObject")
+    auth = next(o for o in docs if o["kind"] == "TriggerAuthentication")
+    consumer = next(o for o in docs if o["kind"] == "Deployment")["spec"]["template"]["spec"]
+    trigger = scaled["spec"]["triggers"][0]
+    assert trigger["metadata"]["sasl"] == "scram_sha512" and trigger["metadata"]["tls"] == "enable"
+    assert trigger["authenticationRef"]["name"] == auth["metadata"]["name"]
+    mounted = {v["secret"]["secretName"] for v in consumer["volumes"] if "secret" in v}
+    refs = {(r["parameter"], r["name"], r["key"]) for r in auth["spec"]["secretTargetRef"]}
+    assert refs == {
+        ("password", "falco-ingest-credentials", "kafka-password"),
+        ("ca", "falco-ingest-tls", "ca.pem"),
+    }
+    assert {name for _, name, _ in refs} <= mounted
+    env = {e["name"] for e in consumer["containers"][0]["env"]}
+    assert {e["name"] for e in auth["spec"]["env"]} <= env
+    plain = objects(render(helm_bin, "--set", "consumer.keda.enabled=true").stdout)
+    assert "TriggerAuthentication" not in {o["kind"] for o in plain}
 
 
 def test_a_broken_object_is_caught_by_the_validator():
