@@ -265,10 +265,15 @@ def _broker_port(layout: Layout, node: int) -> int:
 
 
 def _kraft_id() -> str:
-    """A Kafka cluster id: 16 random bytes, base64url without padding."""
+    """A Kafka cluster id: 16 random bytes, base64url without padding, never starting with
+    "-" (as Kafka's own Uuid.randomUuid: the storage tool would read it as an option; one
+    id in 64 did, and a CI run failed on it)."""
     import base64
 
-    return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+    while True:
+        made = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not made.startswith("-"):
+            return made
 
 
 def _read(path: Path) -> str:
