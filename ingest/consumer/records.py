@@ -102,9 +102,9 @@ def make_consumer(settings: ConsumerSettings) -> AIOKafkaConsumer:
         heartbeat_interval_ms=min(3000, settings.consumer.session_timeout_ms // 3),
         # The coordinator holds a JoinGroup until every member has rejoined, up to the
         # rebalance timeout; a client that gives up first (aiokafka's 40 s default against
-        # a 45 s rebalance) misses the new generation and starts another rebalance. With
-        # SIGKILLed members in the group that repeated for minutes in the chaos run
-        # (bench/chaos.py). The Java client waits the rebalance timeout and 5 s more.
+        # a 45 s rebalance) misses the new generation and must join again. The chaos run
+        # (bench/chaos.py) logged such JoinGroup timeouts with SIGKILLed members in the
+        # group. The Java client waits the rebalance timeout and 5 s more.
         rebalance_timeout_ms=settings.consumer.session_timeout_ms,
         request_timeout_ms=settings.consumer.session_timeout_ms + 5000,
         max_partition_fetch_bytes=1024 * 1024,
