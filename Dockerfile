@@ -10,6 +10,7 @@ COPY ingest ./ingest
 COPY mappings ./mappings
 COPY index_templates ./index_templates
 COPY ilm ./ilm
+COPY dashboards ./dashboards
 COPY examples ./examples
 RUN pip install --no-cache-dir --no-deps --no-build-isolation . \
     && useradd --uid 10001 --create-home ingest \

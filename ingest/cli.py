@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from ingest import __version__
-from ingest.errors import AccessRefused, ConfigError, StackError
+from ingest.errors import AccessRefused, ConfigError, DashboardsFailed, StackError
 
 
 def _stack(args: argparse.Namespace) -> int:
@@ -230,7 +230,7 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, StackError) as exc:
         print(f"falco-ingest: {exc}", file=sys.stderr)
         return 2
-    except AccessRefused as exc:
+    except (AccessRefused, DashboardsFailed) as exc:
         print(f"falco-ingest: {exc}", file=sys.stderr)
         return UNREACHABLE_EXIT
     except KeyboardInterrupt:

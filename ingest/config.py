@@ -145,6 +145,18 @@ class OpenSearchSettings(_Strict):
         return self
 
 
+class DashboardsSettings(_Strict):
+    """OpenSearch Dashboards, where `setup` imports the "Falco Overview" saved objects. It
+    is reached with the OpenSearch settings' credentials and CA (one user for both)."""
+
+    # Unset: nothing is imported. May carry Dashboards' base path (https://host/dashboards).
+    url: str | None = Field(default=None, pattern=r"^https?://[^/\s]+(/[^\s]*)?$")
+    # The security plugin's tenant to import into (its `securitytenant` header): `global`,
+    # `private` or a custom tenant's name; unset: the user's default tenant.
+    tenant: str | None = Field(default=None, min_length=1)
+    request_timeout_s: float = Field(default=30.0, gt=0)
+
+
 class S3Settings(_Strict):
     endpoint_url: str | None = None
     bucket: str = "falco-archive"
@@ -255,6 +267,7 @@ class OpsSettings(_Base):
     kafka: KafkaSettings = KafkaSettings()
     opensearch: OpenSearchSettings = OpenSearchSettings()
     s3: S3Settings = S3Settings()
+    dashboards: DashboardsSettings = DashboardsSettings()
     # The reviewed JSON (mappings/, index_templates/, ilm/) when kept elsewhere than in the
     # package, e.g. a mounted ConfigMap; by default the copy that came with the package.
     resources_dir: Path | None = None
@@ -280,6 +293,8 @@ class OpsSettings(_Base):
                 for d in ("mappings", "index_templates", "ilm")
                 if not (self.resources_dir / d).is_dir()
             ]
+            if self.dashboards.url and not (self.resources_dir / "dashboards").is_dir():
+                missing.append("dashboards (dashboards.url is set)")
             if missing:
                 raise ValueError(
                     f"resources_dir {self.resources_dir} has no {', '.join(missing)} folder"

@@ -37,3 +37,8 @@ class DeadLetterError(IngestError):
     """The dead-letter topic did not accept a record: its offset must not be committed."""
 
     retriable = True
+
+
+class DashboardsFailed(IngestError):
+    """OpenSearch Dashboards did not answer, or answered a request with an error other than
+    401/403 (those are AccessRefused); `setup` stops with exit code 3."""

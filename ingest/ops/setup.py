@@ -12,6 +12,8 @@ from ingest.config import OpsSettings
 from ingest.consumer.topics import ensure_topics, set_topic_configs, topic_drift
 from ingest.kafka_access import check_access
 from ingest.ops import ism
+from ingest.ops.dashboards import Dashboards, import_errors, load_objects
+from ingest.ops.dashboards import drift as object_drift
 from ingest.ops.resources import ROOT, Resource, canonical, load_resources
 from ingest.sink.client import make_client
 
@@ -178,6 +180,10 @@ async def run_setup(settings: OpsSettings, plan_only: bool = False) -> int:
             detail = "missing" if differs is None else _topic_detail(differs)
             print(f"{action:<7} kafka_topic {topic}: {detail}")
             drifted = drifted or action != "none"
+        saved = await plan_dashboards(settings) if settings.dashboards.url else []
+        for change, _ in saved:
+            print(f"{change.action:<7} {change.resource}: {change.detail}")
+        drifted = drifted or any(c.action in CHANGES for c, _ in saved)
         if plan_only:
             print("drift: cluster differs from git" if drifted else "no drift")
             return DRIFT_EXIT if drifted else 0
@@ -188,9 +194,39 @@ async def run_setup(settings: OpsSettings, plan_only: bool = False) -> int:
             if differs:
                 await set_topic_configs(k, topic)
     lines, code = refusal_lines(refused)
+    not_imported = await apply_dashboards(settings, saved)
+    if not_imported:
+        lines += not_imported
+        code = REFUSED_EXIT
     for line in lines or ["applied" if drifted else "nothing to do"]:
         print(line)
     return code
+
+
+async def plan_dashboards(settings: OpsSettings) -> list[tuple[Change, dict[str, Any]]]:
+    """A line per saved object of dashboards/: create, update or none."""
+    objects = load_objects(settings.opensearch.index_prefix, settings.resources_dir or ROOT)
+    async with Dashboards(settings) as dashboards:
+        held = await dashboards.current(objects)
+    out = []
+    for obj, current in zip(objects, held, strict=True):
+        difference = object_drift(obj, current)
+        action = "none" if difference is None else ("create" if current is None else "update")
+        name = f"saved_object {obj['type']} {obj['id']}"
+        out.append((Change(name, action, difference or "in sync"), obj))
+    return out
+
+
+async def apply_dashboards(
+    settings: OpsSettings, saved: list[tuple[Change, dict[str, Any]]]
+) -> list[str]:
+    """Import every object when any differs (one file: references resolve within it); the
+    objects Dashboards refused, one line each."""
+    if not any(change.action in CHANGES for change, _ in saved):
+        return []
+    async with Dashboards(settings) as dashboards:
+        answer = await dashboards.import_objects([obj for _, obj in saved])
+    return import_errors(answer)
 
 
 def refusal_lines(refused: list[ism.Refused]) -> tuple[list[str], int]:

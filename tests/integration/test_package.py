@@ -39,7 +39,9 @@ def test_an_install_from_the_wheel_finds_the_reviewed_json(tmp_path):
         "import ingest;"
         "print(ingest.__file__);print(ROOT);"
         "print(len(load_resources('falco')), policy_resource(OpsSettings()).name);"
-        "print((ROOT / 'examples' / 'sample-alerts.jsonl').is_file())"
+        "print((ROOT / 'examples' / 'sample-alerts.jsonl').is_file());"
+        "from ingest.ops.dashboards import load_objects;"
+        "print(sorted({o['type'] for o in load_objects('falco')}))"
     )
     out = subprocess.run(
         [sys.executable, "-c", probe],
@@ -54,3 +56,4 @@ def test_an_install_from_the_wheel_finds_the_reviewed_json(tmp_path):
     assert lines[1] == str(prefix / "share" / "falco-ingest")
     assert lines[2] == "3 falco-retention"
     assert lines[3] == "True"
+    assert lines[4] == "['dashboard', 'index-pattern', 'search', 'visualization']"
