@@ -6,11 +6,14 @@ import asyncio
 import os
 from pathlib import Path
 
+from opensearchpy import AsyncOpenSearch
+
 from ingest import logs
 from ingest.agent.runner import run_agent
 from ingest.config import AgentSettings, ConsumerSettings, OpsSettings, load
 from ingest.consumer.runner import run_consumer
 from ingest.normalize.document import PRIORITIES
+from ingest.ops.dashboards import overview_url
 from ingest.ops.resources import ROOT
 from ingest.ops.setup import run_setup
 from ingest.sink.client import make_client
@@ -44,31 +47,51 @@ def run_demo(alerts: Path | None = None) -> int:
     print(stats.summary())
     print("\n== 5. what is searchable in OpenSearch")
     asyncio.run(_summary(consumer))
+    ops = load(OpsSettings)
+    url = overview_url(ops)
+    if url:
+        print(f'\nThe "Falco Overview" dashboard: {url}')
+    else:
+        print(
+            '\nNo Dashboards configured (INGEST_DASHBOARDS__URL): setup imports the "Falco '
+            'Overview" dashboard when it is set; dashboards/ holds it for a manual import'
+        )
     return 0
 
 
 async def _summary(settings: ConsumerSettings) -> None:
     alias = settings.opensearch.index_prefix
     async with make_client(settings.opensearch) as client:
-        await client.indices.refresh(index=alias)
-        resp = await client.search(
-            index=alias,
-            body={
-                "size": 0,
-                "query": {"term": {"@type": "falco"}},
-                "aggs": {
-                    "prio": {
-                        "terms": {"field": "falco_priority", "size": 10, "order": {"_key": "asc"}}
-                    },
-                    "rule": {"terms": {"field": "falco_rule", "size": 50}},
-                },
-            },
-        )
-    total = resp["hits"]["total"]["value"]
+        total, priorities, rules = await landed(client, alias)
     print(f"{total} Falco alerts searchable under alias '{alias}' (@type: falco)")
     print("\nby falco_priority:")
-    for b in resp["aggregations"]["prio"]["buckets"]:
-        print(f"  {b['key']} {NAMES.get(b['key'], '?'):<14} {b['doc_count']:>6}")
+    for number, count in priorities.items():
+        print(f"  {number} {NAMES.get(number, '?'):<14} {count:>6}")
     print("\nby falco_rule:")
-    for b in resp["aggregations"]["rule"]["buckets"]:
-        print(f"  {b['doc_count']:>6}  {b['key']}")
+    for rule, count in rules.items():
+        print(f"  {count:>6}  {rule}")
+
+
+async def landed(client: AsyncOpenSearch, alias: str) -> tuple[int, dict[int, int], dict[str, int]]:
+    """What the demo's summary shows: the Falco alerts under ``alias``, their count by
+    priority number and by rule (the 50 most frequent)."""
+    await client.indices.refresh(index=alias)
+    resp = await client.search(
+        index=alias,
+        body={
+            "size": 0,
+            "query": {"term": {"@type": "falco"}},
+            "aggs": {
+                "prio": {
+                    "terms": {"field": "falco_priority", "size": 10, "order": {"_key": "asc"}}
+                },
+                "rule": {"terms": {"field": "falco_rule", "size": 50}},
+            },
+        },
+    )
+    aggs = resp["aggregations"]
+    return (
+        resp["hits"]["total"]["value"],
+        {b["key"]: b["doc_count"] for b in aggs["prio"]["buckets"]},
+        {b["key"]: b["doc_count"] for b in aggs["rule"]["buckets"]},
+    )
