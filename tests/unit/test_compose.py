@@ -52,6 +52,25 @@ def test_compose_config_validates():
     assert res.returncode == 0, res.stderr
 
 
+def test_setup_imports_the_dashboard_that_dashboards_opens_on(monkeypatch):
+    from ingest.config import OpsSettings, load
+    from ingest.ops.dashboards import overview_url
+
+    services = COMPOSE["services"]
+    setup = services["setup"]
+    assert setup["depends_on"]["dashboards"] == {"condition": "service_healthy"}
+    assert "healthcheck" in services["dashboards"]
+    for key in list(os.environ):
+        if key.startswith("INGEST_"):
+            monkeypatch.delenv(key)
+    for key, value in setup["environment"].items():
+        monkeypatch.setenv(key, str(value))
+    url = overview_url(load(OpsSettings))
+    assert url is not None and url.startswith("http://dashboards:5601/")
+    route = services["dashboards"]["environment"]["SERVER_DEFAULTROUTE"]
+    assert url == "http://dashboards:5601" + route
+
+
 K8S = ROOT / "deploy" / "k8s" / "falco-ingest.yaml"  # the Helm chart rendered (tests/deploy)
 
 
