@@ -18,7 +18,7 @@ duplicated, 1 naming the alerts otherwise, 2 if the run could not be made.
 
     .venv/bin/python bench/chaos.py [--alerts 200000] [--pace 1.0] [--keep-stack]
 
-It starts the replicated stack (.stack-replicated, ports 39160 / 39250 / 39040) if it is
+It starts the replicated stack (.stack-replicated, ports 29160 / 29250 / 29040) if it is
 not running, and stops it after a passing run if it started it; a failing run keeps the
 stack, the indices and the processes' logs for inspection.
 """

@@ -50,7 +50,7 @@ def _secret_from_file(value: SecretStr | None, file: Path | None, name: str) -> 
 
 
 class KafkaSettings(_Strict):
-    bootstrap_servers: str = "127.0.0.1:39092"
+    bootstrap_servers: str = "127.0.0.1:29092"
     topic: str = "falco.events"
     dlq_topic: str = "falco.events.dlq"
     group_id: str = "falco-ingest"
@@ -121,7 +121,7 @@ class KafkaSettings(_Strict):
 
 
 class OpenSearchSettings(_Strict):
-    url: str = Field(default="http://127.0.0.1:39200", pattern=r"^https?://[^/\s]+/?$")
+    url: str = Field(default="http://127.0.0.1:29200", pattern=r"^https?://[^/\s]+/?$")
     username: str | None = None
     password: SecretStr | None = None
     password_file: Path | None = None  # a mounted Secret: read at start

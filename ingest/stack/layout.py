@@ -1,4 +1,9 @@
-"""Where the local stack keeps its cache, state, logs and pid files, and on which ports."""
+"""Where the local stack keeps its cache, state, logs and pid files, and on which ports.
+
+The ports (29xxx, and what each service adds to its own: controller, TLS listeners,
+transport) lie below Linux's ephemeral range (32768-60999): in it, the local port of any
+outgoing connection on the machine can hold a node's port when the node starts (a CI run
+lost its replicated stack's node 1 to "Address already in use" on 39350)."""
 
 from __future__ import annotations
 
@@ -42,9 +47,9 @@ class Layout:
         root = Path(os.environ.get("INGEST_STACK_DIR", Path.cwd() / ".stack")).resolve()
         return cls(
             root=root,
-            kafka_port=_port("KAFKA", 39092),
-            opensearch_port=_port("OPENSEARCH", 39200),
-            s3_port=_port("S3", 39000),
+            kafka_port=_port("KAFKA", 29092),
+            opensearch_port=_port("OPENSEARCH", 29200),
+            s3_port=_port("S3", 29000),
             kafka_brokers=_count("KAFKA_BROKERS", 3),
             opensearch_nodes=_count("OPENSEARCH_NODES", 2),
         )
@@ -56,9 +61,9 @@ class Layout:
         root = Path(os.environ.get("INGEST_STACK_DIR", Path.cwd() / ".stack")).resolve()
         return cls(
             root.with_name(root.name + "-replicated"),
-            kafka_port=39160,
-            opensearch_port=39250,
-            s3_port=39040,
+            kafka_port=29160,
+            opensearch_port=29250,
+            s3_port=29040,
             kafka_brokers=3,
             opensearch_nodes=2,
             downloads=root / "cache",

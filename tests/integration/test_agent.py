@@ -166,7 +166,7 @@ async def test_kafka_stopped_while_10000_alerts_arrive(stack, tmp_path, uid):
 
 async def test_concurrent_http_posts_all_reach_kafka(stack, tmp_path, uid):
     topic = f"a-{uid}"
-    port = 39800 + int(uid[:4], 16) % 100
+    port = 29800 + int(uid[:4], 16) % 100
     agent = start_agent(tmp_path, topic, f"http://127.0.0.1:{port}")
     alerts = make_alerts(2000, tag=uid)
     try:
@@ -222,7 +222,7 @@ async def test_concurrent_http_posts_all_reach_kafka(stack, tmp_path, uid):
 
 async def test_spool_full_holds_inputs_back_and_loses_nothing(stack, tmp_path, uid):
     topic = f"a-{uid}"
-    port = 39900 + int(uid[:4], 16) % 90
+    port = 29900 + int(uid[:4], 16) % 90
     log = tmp_path / "falco.json"
     file_lines = make_alerts(400, tag=uid + "f")
     log.write_bytes(b"".join(ln + b"\n" for ln in file_lines))
@@ -382,7 +382,7 @@ async def test_https_receiver_requires_a_client_certificate(stack, tmp_path, uid
 
     certs = _certs(tmp_path)
     topic = f"a-{uid}"
-    port = 39700 + int(uid[:4], 16) % 90
+    port = 29700 + int(uid[:4], 16) % 90
     agent = start_agent(
         tmp_path,
         topic,

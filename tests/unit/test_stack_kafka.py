@@ -20,7 +20,7 @@ def _format(broker: Kafka, cluster_id: str) -> Path:
 
 
 def test_a_one_broker_stack_from_before_keeps_its_data(tmp_path):
-    broker = Kafka(Layout(tmp_path, 39092, 39200, 39000))
+    broker = Kafka(Layout(tmp_path, 29092, 29200, 29000))
     data = _format(broker, "OldOneBrokerId")
     assert broker._storage_for_this_cluster() == "OldOneBrokerId"
     assert (data / "falco.events-0").exists()
@@ -28,7 +28,7 @@ def test_a_one_broker_stack_from_before_keeps_its_data(tmp_path):
 
 
 def test_storage_of_another_shape_is_made_afresh_with_one_new_id_for_all(tmp_path):
-    one = Layout(tmp_path, 39092, 39200, 39000)
+    one = Layout(tmp_path, 29092, 29200, 29000)
     first = _format(Kafka(one), "OldOneBrokerId")
     Kafka(one)._storage_for_this_cluster()
     three = dataclasses.replace(one, kafka_brokers=3)

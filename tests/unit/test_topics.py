@@ -50,7 +50,7 @@ def _quick(retrying):
 
 
 async def test_a_broker_down_is_waited_for_and_the_topics_made(admin, caplog):
-    admin.errors = [KafkaConnectionError("Connection at 127.0.0.1:39160 closed")] * 3
+    admin.errors = [KafkaConnectionError("Connection at 127.0.0.1:29160 closed")] * 3
     admin.existing = ["falco.events"]
     with caplog.at_level(logging.WARNING):
         missing = await topics.ensure_topics(KafkaSettings(), "falco.events", "falco.events.dlq")
