@@ -184,6 +184,9 @@ class ConsumerTuning(_Strict):
     # At most a day: the ISM policy keeps a daily index hot for a day more than its day and
     # retention, for the index an alert that far ahead creates early (ism.HOT_MARGIN_DAYS).
     max_future_s: int = Field(default=86_400, ge=0, le=86_400)
+    # Count every batch's stored and dead-lettered alerts per day in ledger-<prefix>, which
+    # `audit retention` reconciles with the indices and the archive (setup makes the index).
+    ledger: bool = True
 
     @model_validator(mode="after")
     def _drain_fits_session(self) -> ConsumerTuning:

@@ -25,6 +25,13 @@ DEAD_LETTERS_SHORTENED = Counter(
     "Dead letters too large for the DLQ topic, kept as a prefix with size and sha256",
 )
 COMMITS = Counter("ingest_consumer_commits_total", "Offset commits")
+LEDGER_ENTRIES = Counter(
+    "ingest_consumer_ledger_entries_total", "Ledger entries written (one a finished batch)"
+)
+LEDGER_RECOUNTED = Counter(
+    "ingest_consumer_ledger_recounted_total",
+    "409s counted as stored: alerts stored by their own record before a crash lost the entry",
+)
 LAG = Gauge("ingest_consumer_lag_records", "Records behind the high watermark", ["partition"])
 INFLIGHT = Gauge("ingest_consumer_inflight_bulks", "Bulk requests in flight")
 SINK_RETRIES = Counter("ingest_sink_retries_total", "Bulk attempts that were retried")

@@ -74,6 +74,7 @@ class Batch:
     partitions: list[TopicPartition] = field(default_factory=list)  # ... and its partition
     letters: list[DeadLetter] = field(default_factory=list)
     ends: dict[TopicPartition, int] = field(default_factory=dict)
+    firsts: dict[TopicPartition, int] = field(default_factory=dict)  # first offset read
     size: int = 0
     nbytes: int = 0
     started: float = field(default_factory=time.monotonic)
@@ -88,6 +89,7 @@ class Batch:
             self.started = time.monotonic()
         self.size += len(records)
         self.ends[tp] = records[-1].offset + 1
+        self.firsts.setdefault(tp, records[0].offset)
         topic, partition = tp.topic, tp.partition
         fast = FastPath(now_ns, limits, topic, partition).document
         docs, sources = self.docs, self.sources
@@ -128,8 +130,11 @@ class Batch:
 
     def letter(self, i: int, reason: str, stage: str, detail: str) -> DeadLetter:
         """The dead letter of the record of ``docs[i]``."""
-        tp = self.partitions[bisect_right(self.starts, i) - 1]
-        return dead_letter(self.sources[i], tp, reason, stage, detail)
+        return dead_letter(self.sources[i], self.partition_of(i), reason, stage, detail)
+
+    def partition_of(self, i: int) -> TopicPartition:
+        """The partition of the record of ``docs[i]``."""
+        return self.partitions[bisect_right(self.starts, i) - 1]
 
     def full(self, max_docs: int, max_bytes: int) -> bool:
         return self.size >= max_docs or self.nbytes >= max_bytes

@@ -13,9 +13,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 import gc
 import logging
 import signal
+import socket
 import time
 from collections import Counter
 from collections.abc import Awaitable
@@ -26,6 +28,7 @@ from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 
 from ingest import metrics
 from ingest.config import ConsumerSettings
+from ingest.consumer.account import account
 from ingest.consumer.batch import Batch
 from ingest.consumer.offsets import Mark, OffsetTracker
 from ingest.consumer.records import make_consumer
@@ -36,6 +39,7 @@ from ingest.normalize.timestamps import NS
 from ingest.sink.bulk import BulkAnswers, OpenSearchSink
 from ingest.sink.client import make_client, require_template
 from ingest.sink.dlq import DeadLetterQueue, make_producer
+from ingest.sink.ledger import Ledger, require_ledger
 
 log = logging.getLogger(__name__)
 
@@ -82,11 +86,13 @@ class FalcoConsumer:
         consumer: AIOKafkaConsumer,
         sink: OpenSearchSink,
         dlq: DeadLetterQueue,
+        ledger: Ledger | None = None,
     ) -> None:
         self.s = settings.consumer
         self.kafka = consumer
         self.sink = sink
         self.dlq = dlq
+        self.ledger = ledger
         self.limits = Limits(
             max_age_ns=self.s.max_event_age_days * 86_400 * NS,
             max_future_ns=self.s.max_future_s * NS,
@@ -232,6 +238,9 @@ class FalcoConsumer:
                 for doc, reason, detail in outcome.rejected
             ]
         await self.dlq.send(letters)
+        if self.ledger is not None:  # before the offsets may be committed
+            today = dt.datetime.now(dt.UTC).date()
+            await self.ledger.write(await account(self.ledger, batch, outcome, letters, today))
         st = self.stats
         if outcome is not None:
             st.indexed += outcome.stored
@@ -338,8 +347,19 @@ async def _run(
     ):
         return RunStats()
     async with make_client(settings.opensearch, BulkAnswers()) as client:
+        prefix = settings.opensearch.index_prefix
         if settings.opensearch.require_template:  # before any Kafka client is made
-            await require_template(client, settings.opensearch.index_prefix)
+            await require_template(client, prefix)
+        ledger = None
+        if settings.consumer.ledger:
+            await require_ledger(client, prefix)
+            ledger = Ledger(
+                client,
+                prefix,
+                socket.gethostname(),
+                settings.consumer.retry_initial_s,
+                settings.consumer.retry_max_s,
+            )
         consumer = make_consumer(settings)
         producer = make_producer(k)
         sink = OpenSearchSink(
@@ -351,7 +371,7 @@ async def _run(
         dlq = DeadLetterQueue(
             producer, k.dlq_topic, settings.consumer.retry_max_s, lambda: make_producer(k)
         )
-        app = FalcoConsumer(settings, consumer, sink, dlq)
+        app = FalcoConsumer(settings, consumer, sink, dlq, ledger)
         app.stopping = stopping
         consumer.subscribe([k.topic], listener=_Rebalance(app))
         runner = None

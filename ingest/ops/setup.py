@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 from dataclasses import dataclass
 from typing import Any
@@ -12,10 +13,13 @@ from ingest.config import OpsSettings
 from ingest.consumer.topics import ensure_topics, set_topic_configs, topic_drift
 from ingest.kafka_access import check_access
 from ingest.ops import ism
+from ingest.ops.archive import day_of
 from ingest.ops.dashboards import Dashboards, import_errors, load_objects
 from ingest.ops.dashboards import drift as object_drift
 from ingest.ops.resources import ROOT, Resource, canonical, load_resources
+from ingest.sink import ledger
 from ingest.sink.client import make_client
+from ingest.sink.ledger import ledger_index
 
 DRIFT_EXIT = 2
 REFUSED_EXIT = 1  # ISM refused to put some indices on the policy (named); run setup again
@@ -88,7 +92,7 @@ async def plan(client: AsyncOpenSearch, settings: OpsSettings) -> list[tuple[Cha
             _repository(settings),
         )
     )
-    out = []
+    out = [await _plan_ledger(client, settings)]
     for res in resources:
         current = await _current(client, res)
         if res.kind == "snapshot_repository" and current is not None:
@@ -98,6 +102,36 @@ async def plan(client: AsyncOpenSearch, settings: OpsSettings) -> list[tuple[Cha
         out.append((Change(f"{res.kind} {res.name}", action, difference or "in sync"), res))
     out += await _plan_policy(client, settings)
     return out
+
+
+async def _plan_ledger(client: AsyncOpenSearch, settings: OpsSettings) -> tuple[Change, Resource]:
+    """The consumers' ledger index: made with its mapping; a mapping that lacks fields of
+    ours gets them (OpenSearch adds fields to a mapping, it changes none)."""
+    index = ledger_index(settings.opensearch.index_prefix)
+    name = f"ledger_index {index}"
+    try:
+        got = await client.transport.perform_request("GET", f"/{index}/_mapping")
+    except NotFoundError:
+        since = await _reconcile_from(client, settings.opensearch.index_prefix)
+        body = ledger.index_body(settings.index_replicas, since)
+        detail = "missing" + (f"; days from {since} on will be reconciled" if since else "")
+        return Change(name, "create", detail), Resource("ledger_index", index, f"/{index}", body)
+    have = {k: v for k, v in got[index]["mappings"].items() if k != "_meta"}
+    difference = _diff(ledger.MAPPING, have)
+    res = Resource("ledger_index", index, f"/{index}/_mapping", ledger.MAPPING)
+    if difference is None:
+        return Change(name, "none", "in sync"), res
+    return Change(name, "update", difference.split("; ", 1)[-1]), res
+
+
+async def _reconcile_from(client: AsyncOpenSearch, prefix: str) -> dt.date | None:
+    """The first day a new ledger can account for whole: tomorrow when daily indices exist
+    already (their alerts were stored before any ledger; today's consumers may still be the
+    old ones), else every day (None)."""
+    rows = await client.cat.indices(index=f"{prefix}-*", format="json", h="index")
+    if not any(day_of(r["index"], prefix) for r in rows):
+        return None
+    return dt.datetime.now(dt.UTC).date() + dt.timedelta(days=1)
 
 
 async def _plan_policy(

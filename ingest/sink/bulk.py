@@ -39,6 +39,7 @@ class BulkAnswers(OrjsonSerializer):
 class BulkOutcome:
     stored: int = 0
     duplicates: int = 0
+    duplicate_docs: list[Document] = field(default_factory=list)  # answered 409
     rejected: list[tuple[Document, str, str]] = field(default_factory=list)
     retries: int = 0
 
@@ -131,6 +132,7 @@ class OpenSearchSink:
                 outcome.stored += 1
             elif status == 409:
                 outcome.duplicates += 1
+                outcome.duplicate_docs.append(doc)
             elif status == 429 and _alone_over_limit(result):
                 too_large.append(doc)
                 why = str(err.get("reason"))[:500]

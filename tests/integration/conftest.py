@@ -86,6 +86,7 @@ async def prefix(stack: dict[str, str], uid: str) -> AsyncIterator[str]:
     yield name
     async with os_client() as client:
         await client.indices.delete(index=f"{name}-*", ignore_unavailable=True)
+        await client.indices.delete(index=f"ledger-{name}", ignore_unavailable=True)
         await client.indices.delete_index_template(name=name, ignore=[404])
         for comp in ("settings", "mappings"):
             await client.cluster.delete_component_template(name=f"{name}-{comp}", ignore=[404])
