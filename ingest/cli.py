@@ -109,9 +109,19 @@ def _audit(args: argparse.Namespace) -> int:
     from ingest.config import OpsSettings, load
     from ingest.ops.audit import run_audit
 
+    if args.audit_command == "verify":
+        from ingest.ops.audit import verify
+
+        ok, said = verify(Path(args.report).read_text())
+        print(f"{args.report}: {said}")
+        return 0 if ok else 1
     settings = load(OpsSettings, args.config)
     logs.setup(settings.log_level)
-    return asyncio.run(run_audit(settings, args.format))
+    if args.verify_archive < 0:
+        raise ConfigError("audit retention --verify-archive takes a number of days, 0 or more")
+    return asyncio.run(
+        run_audit(settings, args.format, verify_days=args.verify_archive, save=args.save)
+    )
 
 
 def _dlq(args: argparse.Namespace) -> int:
@@ -205,8 +215,26 @@ def parser() -> argparse.ArgumentParser:
         help="policy in force, every index with its age and ISM state, the archive; "
         "exit 1 on a violation",
     )
-    rt.add_argument("--format", choices=["md", "json"], default="md", help="default: md")
+    rt.add_argument("--format", choices=["md", "json", "csv"], default="md", help="default: md")
+    rt.add_argument(
+        "--verify-archive",
+        type=int,
+        default=0,
+        metavar="N",
+        help="restore N archived days (the oldest, the newest, then at random) into temporary "
+        "indices, compare their counts with the ledger, delete them",
+    )
+    rt.add_argument(
+        "--save",
+        metavar="DEST",
+        help="also keep the report (md, json, csv) in a folder or s3://BUCKET/PATH",
+    )
     rt.set_defaults(func=_audit)
+    vf = ausub.add_parser(
+        "verify", help="check that a saved report's JSON is unchanged (its sha256); exit 1 if not"
+    )
+    vf.add_argument("report", help="the report's .json file")
+    vf.set_defaults(func=_audit)
 
     dl = sub.add_parser("dlq", help="dead-letter topic tools")
     dlsub = dl.add_subparsers(dest="dlq_command", required=True)

@@ -19,10 +19,12 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
 from opensearchpy import AsyncOpenSearch
 
 from ingest.config import OpsSettings
 from ingest.sink.client import make_client
+from ingest.sink.ledger import ledger_index
 
 log = logging.getLogger(__name__)
 
@@ -192,6 +194,48 @@ async def restore(
     return restored
 
 
+# The ledger outlives what it accounts for: a day's entries are kept for the hot retention,
+# the archive's months and this many more, so the last audit of a day still finds them.
+LEDGER_MARGIN_MONTHS = 6
+
+
+async def prune_ledger(
+    client: AsyncOpenSearch, settings: OpsSettings, today: dt.date, dry_run: bool = False
+) -> int:
+    """Delete ledger entries whose latest day is past hot retention + archive retention +
+    LEDGER_MARGIN_MONTHS; how many there were."""
+    months = settings.archive_retention_months + LEDGER_MARGIN_MONTHS
+    cutoff = add_months(today - dt.timedelta(days=settings.hot_retention_days), -months)
+    index = ledger_index(settings.opensearch.index_prefix)
+    query = {"range": {"last_day": {"lt": cutoff.isoformat()}}}
+    if not await client.indices.exists(index=index):
+        return 0
+    await client.indices.refresh(index=index)
+    if dry_run:
+        return int((await client.count(index=index, body={"query": query}))["count"])
+    # By id, a page at a time (_delete_by_query lives in the reindex module, which not every
+    # distribution has: the test zip does not)
+    gone = 0
+    while True:
+        found = await client.search(
+            index=index, body={"query": query, "size": 1000, "_source": False}
+        )
+        hits = found["hits"]["hits"]
+        if not hits:
+            break
+        lines = "".join(
+            orjson.dumps({"delete": {"_index": index, "_id": h["_id"]}}).decode() + "\n"
+            for h in hits
+        )
+        await client.bulk(body=lines, refresh="true")
+        gone += len(hits)
+    if gone:
+        log.warning(
+            "ledger entries past retention deleted", extra={"entries": gone, "before": str(cutoff)}
+        )
+    return gone
+
+
 async def run_archive(settings: OpsSettings, action: str, **kw: Any) -> int:
     today = dt.datetime.now(dt.UTC).date()
     months = settings.archive_retention_months
@@ -212,12 +256,14 @@ async def run_archive(settings: OpsSettings, action: str, **kw: Any) -> int:
             dry_run = kw.get("dry_run", False)
             gone = await prune(client, settings, today, dry_run=dry_run)
             copies = await prune_restored(client, settings, today, dry_run=dry_run)
+            entries = await prune_ledger(client, settings, today, dry_run=dry_run)
             verb = "would delete" if dry_run else "deleted"
             print(f"{verb} {len(gone)} snapshot(s) older than {months} months")
             print(
                 f"{verb} {len(copies)} restored-* index(es) restored more than "
                 f"{settings.restored_retention_days} days ago"
             )
+            print(f"{verb} {entries} ledger entr(y/ies) past their retention")
         else:
             names = await restore(client, settings, kw["first"], kw["last"])
             print("restored: " + (", ".join(names) if names else "nothing (new) in that range"))

@@ -4,7 +4,12 @@ every violation named. Read-only; the exit code says whether anything is wrong."
 
 from __future__ import annotations
 
+import csv
 import datetime as dt
+import hashlib
+import io
+import logging
+import random
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -21,13 +26,35 @@ from ingest.ops.archive import (
     day_of,
     restored_indices,
 )
+from ingest.ops.reconcile import (
+    RestoreCheck,
+    as_rows,
+    choose_days,
+    index_counts,
+    ledger_findings,
+    read_ledger,
+    verify_archive,
+    verify_findings,
+)
+from ingest.ops.report_store import save_report
+from ingest.ops.resources import ROOT
 from ingest.sink.client import make_client
+from ingest.sink.ledger import ledger_index
 
+log = logging.getLogger(__name__)
 # ISM acts on its job interval and retries a failed snapshot with backoff: an index is late
 # only when it is still searchable this long after the policy's hot age (retention plus
 # ism.HOT_MARGIN_DAYS) ended.
 GRACE_DAYS = 2
 VIOLATION_EXIT = 1
+DAY_COLUMNS = (
+    "day",
+    "ledger_stored",
+    "dead_lettered",
+    "index_documents",
+    "archived_snapshot",
+    "findings",
+)
 
 
 @dataclass(frozen=True)
@@ -62,11 +89,74 @@ class Report:
     violations: list[Finding] = field(default_factory=list)
     restored: list[RestoredIndex] = field(default_factory=list)
     restored_retention_days: int = 30
+    # what the report was made from: cluster, time, the resource files' sha256
+    inputs: dict[str, Any] = field(default_factory=dict)
+    ledger_present: bool = False
+    ledger_since: dt.date | None = None
+    ledger: list[dict[str, Any]] = field(default_factory=list)  # reconcile.as_rows
+    documents: dict[str, int] = field(default_factory=dict)  # daily index -> documents
+    restore_checks: list[RestoreCheck] = field(default_factory=list)
 
-    def to_json(self) -> bytes:
+    def body(self) -> dict[str, Any]:
+        """The report's data: what its JSON holds and its sha256 is taken of."""
         data = asdict(self)
         data["archive_span"] = self.span()
-        return orjson.dumps(data, option=orjson.OPT_INDENT_2 | orjson.OPT_APPEND_NEWLINE)
+        data["days"] = self.day_rows()
+        return data
+
+    def digest(self) -> str:
+        """sha256 of the JSON body, keys sorted, no white space (`audit verify` checks it)."""
+        return hashlib.sha256(orjson.dumps(self.body(), option=orjson.OPT_SORT_KEYS)).hexdigest()
+
+    def to_json(self) -> bytes:
+        """The body, indented, its keys sorted, and last its ``sha256``."""
+        text = orjson.dumps(self.body(), option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS)
+        return text[:-2] + b',\n  "sha256": "%s"\n}\n' % self.digest().encode()
+
+    def to_csv(self) -> str:
+        """One row a day, for spreadsheets; the body's sha256 on the last line."""
+        out = io.StringIO()
+        writer = csv.writer(out, lineterminator="\n")
+        writer.writerow(DAY_COLUMNS)
+        for row in self.day_rows():
+            writer.writerow(["" if row[c] is None else row[c] for c in DAY_COLUMNS])
+        out.write(f"# sha256 of the JSON body: {self.digest()}\n")
+        return out.getvalue()
+
+    def day_rows(self) -> list[dict[str, Any]]:
+        """Every day from the oldest one anything knows of to today: what the ledger says
+        was stored and dead-lettered, what the index holds, the archive's snapshot, and the
+        kinds of the violations about that day."""
+        ledger = {dt.date.fromisoformat(str(r["day"])): r for r in self.ledger}
+        docs = {day_of(i, self.prefix): n for i, n in self.documents.items()}
+        snapshots = {a.day: a.snapshot for a in self.archive if a.state == "SUCCESS"}
+        known = set(ledger) | {d for d in docs if d} | set(snapshots)
+        if not known:
+            return []
+        kinds: dict[str, list[str]] = {}
+        for v in self.violations:
+            kinds.setdefault(v.subject, []).append(v.kind)
+        rows, day = [], min(known)
+        while day <= self.today:
+            entry = ledger.get(day)
+            index = f"{self.prefix}-{day:%Y.%m.%d}"
+            rows.append(
+                {
+                    "day": day,
+                    "ledger_stored": entry["stored"]
+                    if entry
+                    else (0 if self._reconciled(day) else None),
+                    "dead_lettered": sum(entry["dead_lettered"].values()) if entry else 0,
+                    "index_documents": docs.get(day),
+                    "archived_snapshot": snapshots.get(day),
+                    "findings": " ".join(kinds.get(index, [])),
+                }
+            )
+            day += dt.timedelta(days=1)
+        return rows
+
+    def _reconciled(self, day: dt.date) -> bool:
+        return self.ledger_present and (self.ledger_since is None or day >= self.ledger_since)
 
     def span(self) -> dict[str, Any] | None:
         good = sorted({a.day for a in self.archive if a.state == "SUCCESS"})
@@ -101,6 +191,47 @@ class Report:
             ["snapshot", "day", "state", "keep until"],
             [[a.snapshot, a.day, a.state, a.expires(months)] for a in self.archive],
         )
+        out += ["", "## Reconciliation with the consumers' ledger", ""]
+        if not self.ledger_present:
+            out += [f"No ledger index (`ledger-{self.prefix}`): days are not reconciled."]
+        else:
+            since = f"from {self.ledger_since} on" if self.ledger_since else "every day"
+            out += [
+                f"Ledger `ledger-{self.prefix}`, accounting for {since}: each such day's "
+                "index must hold what the consumers stored; a day they stored nothing on is "
+                "quiet, not missing.",
+                "",
+            ]
+            out += _table(
+                [
+                    "day",
+                    "stored (ledger)",
+                    "dead-lettered",
+                    "index documents",
+                    "archived",
+                    "findings",
+                ],
+                [
+                    [
+                        r["day"],
+                        r["ledger_stored"],
+                        r["dead_lettered"],
+                        r["index_documents"],
+                        r["archived_snapshot"],
+                        r["findings"] or None,
+                    ]
+                    for r in self.day_rows()
+                ],
+            )
+        if self.restore_checks:
+            out += ["", f"## Restore tests: {len(self.restore_checks)}", ""]
+            out += _table(
+                ["day", "snapshot", "read back", "stored (ledger)", "result", "seconds"],
+                [
+                    [c.day, c.snapshot, c.restored_docs, c.ledger_stored, c.result, c.seconds]
+                    for c in self.restore_checks
+                ],
+            )
         if self.restored:
             days = self.restored_retention_days
             out += ["", f"## Restored for investigations: {len(self.restored)}", ""]
@@ -108,6 +239,13 @@ class Report:
                 ["index", "restored on", "delete on"],
                 [[r.index, r.restored_on, r.expires(days)] for r in self.restored],
             )
+        out += ["", "## Inputs", ""]
+        out += [f"- {key}: {value}" for key, value in self.inputs.items() if key != "resources"]
+        out += [
+            f"- `{path}` sha256 {digest}"
+            for path, digest in self.inputs.get("resources", {}).items()
+        ]
+        out += ["", f"sha256 of the JSON body: `{self.digest()}`"]
         return "\n".join(out) + "\n"
 
     def _policy_line(self) -> str:
@@ -146,8 +284,12 @@ def findings(
     policy: dict[str, Any] | None,
     hot_days: int,
     months: int,
+    reconciled_from: dt.date | None = None,
 ) -> list[Finding]:
-    """The rules, applied to what was found. Pure."""
+    """The rules, applied to what was found. Days from ``reconciled_from`` on are the
+    ledger's to judge (reconcile.ledger_findings): a day gone from the hot tier or missing
+    is a violation there only when the ledger says it had alerts. Pure."""
+    judged = reconciled_from or dt.date.max
     out: list[Finding] = []
     policy_id = ism.policy_id(prefix)
     if not ism_installed:
@@ -194,7 +336,7 @@ def findings(
     archived = {a.day for a in archive if a.state == "SUCCESS"}
     # Every alert of day D is searchable until D + 1 + hot_days: a day archived and gone
     # before that left the hot tier early.
-    for day in sorted(archived - live):
+    for day in sorted(d for d in archived - live if d < judged):
         left_after = (today - day).days
         if left_after < hot_days + 1:
             out.append(
@@ -230,7 +372,7 @@ def findings(
     if known:
         first = max(min(known), add_months(today, -months) + dt.timedelta(days=1))
         day, missing = first, []
-        while day < today:
+        while day < min(today, judged):
             if day not in known:
                 missing.append(day)
             day += dt.timedelta(days=1)
@@ -314,7 +456,13 @@ async def _ism(
     return True, policy, rows
 
 
-async def build_report(client: AsyncOpenSearch, settings: OpsSettings, today: dt.date) -> Report:
+async def build_report(
+    client: AsyncOpenSearch,
+    settings: OpsSettings,
+    today: dt.date,
+    verify_days: int = 0,
+    rng: random.Random | None = None,
+) -> Report:
     prefix = settings.opensearch.index_prefix
     indices = await _indices(client, prefix, today)
     installed, policy, indices = await _ism(client, settings, indices)
@@ -324,6 +472,7 @@ async def build_report(client: AsyncOpenSearch, settings: OpsSettings, today: dt
     except NotFoundError:
         archive, repository_found = [], False
     restored = await restored_indices(client, prefix)
+    ledger = await read_ledger(client, prefix)
     report = Report(
         prefix,
         today,
@@ -336,7 +485,16 @@ async def build_report(client: AsyncOpenSearch, settings: OpsSettings, today: dt
         archive,
         restored=restored,
         restored_retention_days=settings.restored_retention_days,
+        inputs=await _inputs(client, settings),
+        ledger_present=ledger is not None,
+        ledger_since=ledger.since if ledger else None,
+        ledger=as_rows(ledger),
+        documents=await index_counts(client, prefix),
     )
+    window_start = add_months(today, -settings.archive_retention_months)
+    reconciled_from = None
+    if ledger is not None:
+        reconciled_from = max(ledger.since or window_start, window_start)
     report.violations = findings(
         prefix,
         today,
@@ -346,7 +504,36 @@ async def build_report(client: AsyncOpenSearch, settings: OpsSettings, today: dt
         policy,
         settings.hot_retention_days,
         settings.archive_retention_months,
+        reconciled_from,
     ) + restored_findings(restored, today, settings.restored_retention_days)
+    if ledger is None:
+        report.violations.append(
+            Finding(
+                "ledger_missing",
+                ledger_index(prefix),
+                "no ledger: the days cannot be reconciled with what the consumers stored "
+                "(falco-ingest setup makes it; the consumers write it)",
+            )
+        )
+    elif reconciled_from is not None:
+        report.violations += [
+            Finding(*f)
+            for f in ledger_findings(
+                prefix,
+                today,
+                ledger,
+                report.documents,
+                archive,
+                settings.hot_retention_days,
+                reconciled_from,
+            )
+        ]
+    if verify_days and repository_found:
+        chosen = choose_days(archive, verify_days, rng or random.Random())
+        report.restore_checks = await verify_archive(
+            client, settings.archive_repository, prefix, chosen, ledger
+        )
+        report.violations += [Finding(*f) for f in verify_findings(report.restore_checks, prefix)]
     if not repository_found:
         report.violations.insert(
             0,
@@ -359,12 +546,60 @@ async def build_report(client: AsyncOpenSearch, settings: OpsSettings, today: dt
     return report
 
 
-async def run_audit(settings: OpsSettings, fmt: str, today: dt.date | None = None) -> int:
+async def _inputs(client: AsyncOpenSearch, settings: OpsSettings) -> dict[str, Any]:
+    """What the report was made from: the cluster, when, and the reviewed files in force."""
+    info = await client.info()
+    root = settings.resources_dir or ROOT
+    files = sorted(
+        f
+        for folder in ("mappings", "index_templates", "ilm", "dashboards")
+        for f in (root / folder).glob("*")
+        if f.suffix in (".json", ".ndjson")
+    )
+    return {
+        "cluster_name": info.get("cluster_name"),
+        "cluster_uuid": info.get("cluster_uuid"),
+        "opensearch_version": info.get("version", {}).get("number"),
+        "generated_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "resources": {
+            str(f.relative_to(root)): hashlib.sha256(f.read_bytes()).hexdigest() for f in files
+        },
+    }
+
+
+def render(report: Report, fmt: str) -> str:
+    if fmt == "json":
+        return report.to_json().decode()
+    if fmt == "csv":
+        return report.to_csv()
+    return report.to_markdown()
+
+
+def verify(text: str) -> tuple[bool, str]:
+    """Whether a report's JSON is as it was made: its ``sha256`` against its body's."""
+    try:
+        data = orjson.loads(text)
+        claimed = data.pop("sha256")
+    except (orjson.JSONDecodeError, KeyError, AttributeError):
+        return False, "not a report's JSON (no sha256)"
+    actual = hashlib.sha256(orjson.dumps(data, option=orjson.OPT_SORT_KEYS)).hexdigest()
+    if actual != claimed:
+        return False, f"changed since it was made: sha256 {actual}, the report says {claimed}"
+    return True, f"unchanged: sha256 {actual}"
+
+
+async def run_audit(
+    settings: OpsSettings,
+    fmt: str,
+    today: dt.date | None = None,
+    verify_days: int = 0,
+    save: str | None = None,
+) -> int:
     today = today or dt.datetime.now(dt.UTC).date()
     async with make_client(settings.opensearch) as client:
-        report = await build_report(client, settings, today)
-    if fmt == "json":
-        print(report.to_json().decode(), end="")
-    else:
-        print(report.to_markdown(), end="")
+        report = await build_report(client, settings, today, verify_days)
+    print(render(report, fmt), end="")
+    if save:
+        for where in save_report(report, save, settings):
+            log.info("report saved", extra={"to": where})
     return VIOLATION_EXIT if report.violations else 0

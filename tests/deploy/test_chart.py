@@ -278,3 +278,24 @@ def _pod_spec(obj: dict) -> dict | None:
     if kind == "CronJob":
         return obj["spec"]["jobTemplate"]["spec"]["template"]["spec"]
     return None
+
+
+def test_the_audit_job_runs_restore_tests_and_keeps_its_reports(helm_bin):
+    from ingest.cli import parser
+
+    def audit_args(*values: str) -> list[str]:
+        done = render(helm_bin, *values)
+        assert done.returncode == 0, done.stderr
+        (job,) = [
+            o for o in objects(done.stdout) if o["metadata"]["name"].endswith("audit-retention")
+        ]
+        (container,) = job["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"]
+        return container["args"]
+
+    production = audit_args("-f", str(PRODUCTION))
+    assert production[-4:] == ["--verify-archive", "3", "--save", "s3://falco-archive/reports"]
+    parsed = parser().parse_args(production)  # the command takes them
+    assert (parsed.verify_archive, parsed.save) == (3, "s3://falco-archive/reports")
+    assert audit_args()[-2:] == ["--verify-archive", "2"]  # the default: no place to keep it
+    bad = render(helm_bin, "--set", "auditRetention.saveTo=/tmp/reports")
+    assert bad.returncode != 0 and "saveTo" in bad.stderr
