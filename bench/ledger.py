@@ -16,6 +16,7 @@ import os
 import uuid
 from statistics import median
 
+import orjson
 from common import alerts, load_env
 from consumer import Run, commands, produce, settle, setup_prefix, timed_process
 from opensearchpy import AsyncOpenSearch
@@ -34,9 +35,9 @@ async def one(client: AsyncOpenSearch, topic: str, n: int, ledger: bool) -> tupl
     if ledger:
         index = ledger_index(prefix)
         await client.indices.refresh(index=index)
-        entries = int((await client.count(index=index))["count"])
-        stats = await client.indices.stats(index=index, metric="store")
-        size = int(stats["_all"]["primaries"]["store"]["size_in_bytes"])
+        hits = (await client.search(index=index, body={"size": 10_000}))["hits"]["hits"]
+        entries = len(hits)
+        size = sum(len(orjson.dumps(h["_source"])) for h in hits)  # JSON bytes written
     await client.indices.delete(index=f"{prefix}-*,{ledger_index(prefix)}")
     await settle(client)
     return run, entries, size
@@ -62,8 +63,8 @@ async def main() -> None:
                 print(
                     f"round {r + 1} ledger={'on ' if ledger else 'off'} {run.rate:8.0f} alerts/s  "
                     f"consumer {run.own:6.1f} ms  node {run.node:6.1f} ms /1000 alerts  "
-                    f"entries {entries} ({1000 * entries / args.n:.2f} per 1000 alerts, "
-                    f"{size / args.n:.2f} bytes of ledger per alert)"
+                    f"entries {entries}"
+                    + (f", {size / entries:.0f} bytes of JSON each" if entries else "")
                 )
     finally:
         await client.close()
@@ -78,6 +79,13 @@ async def main() -> None:
         )
     on = [e for _, e, _ in rows[True]]
     print(f"  entries written: {median(on):.0f} ({1000 * median(on) / args.n:.2f} per 1000 alerts)")
+    pairs = list(zip(rows[True], rows[False], strict=True))
+    own = [a.own / b.own for (a, _, _), (b, _, _) in pairs]
+    node = [a.node / b.node for (a, _, _), (b, _, _) in pairs]
+    print(
+        f"  on / off, round by round: consumer CPU {', '.join(f'{r:.2f}' for r in own)}; "
+        f"node CPU {', '.join(f'{r:.2f}' for r in node)}"
+    )
 
 
 if __name__ == "__main__":
