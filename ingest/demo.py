@@ -33,7 +33,7 @@ def run_demo(alerts: Path | None = None) -> int:
     os.environ.setdefault("INGEST_AGENT__STATE_DIR", str(layout.root / "demo-agent"))
     os.environ.setdefault("INGEST_METRICS_PORT", "0")
     logs.setup("WARNING")
-    print("\n== 2. setup (index templates, mappings, archive repository)")
+    print("\n== 2. setup (index templates, mappings, the ledger, archive repository)")
     if asyncio.run(run_setup(load(OpsSettings))) != 0:
         return 1
     print(f"\n== 3. agent: {alerts} -> Kafka")
