@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -58,23 +58,29 @@ async def make_client(
 
 async def require_template(client: AsyncOpenSearch, prefix: str) -> None:
     """Refuse to start when ``falco-ingest setup`` has not made the index template of
-    ``prefix``: OpenSearch would map the documents by guess and refuse many of them. An
-    OpenSearch that does not answer is not a reason to stop (the sink waits for it)."""
+    ``prefix``: OpenSearch would map the documents by guess and refuse many of them."""
+    await require(
+        client.indices.exists_index_template(name=prefix),
+        "index template",
+        f"OpenSearch has no index template {prefix!r} (INGEST_OPENSEARCH__INDEX_PREFIX): "
+        "run `falco-ingest setup` first, or set INGEST_OPENSEARCH__REQUIRE_TEMPLATE=false",
+    )
+
+
+async def require(found: Awaitable[bool], what: str, missing: str) -> None:
+    """A start-up check of what ``setup`` makes: ConfigError(``missing``) when ``found``
+    says it is not there, AccessRefused on 401/403. An OpenSearch that does not answer is
+    not a reason to stop (the sink waits for it): logged, and start-up goes on."""
     try:
-        found = await client.indices.exists_index_template(name=prefix)
+        there = await found
     except TransportError as exc:
         refused = refusal(exc)
         if refused is not None:
             raise AccessRefused(refused) from exc
-        log.warning(
-            "index template not checked: OpenSearch did not answer", extra={"error": str(exc)}
-        )
+        log.warning(f"{what} not checked: OpenSearch did not answer", extra={"error": str(exc)})
         return
-    if not found:
-        raise ConfigError(
-            f"OpenSearch has no index template {prefix!r} (INGEST_OPENSEARCH__INDEX_PREFIX): "
-            "run `falco-ingest setup` first, or set INGEST_OPENSEARCH__REQUIRE_TEMPLATE=false"
-        )
+    if not there:
+        raise ConfigError(missing)
 
 
 def refusal(exc: Exception) -> str | None:

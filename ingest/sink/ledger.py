@@ -32,9 +32,9 @@ from opensearchpy import AsyncOpenSearch
 from opensearchpy.exceptions import ConflictError, TransportError
 
 from ingest import metrics
-from ingest.errors import AccessRefused, ConfigError, SinkUnavailable
+from ingest.errors import AccessRefused, SinkUnavailable
 from ingest.retry import retrying
-from ingest.sink.client import refusal
+from ingest.sink.client import refusal, require
 
 log = logging.getLogger(__name__)
 
@@ -82,21 +82,12 @@ async def require_ledger(client: AsyncOpenSearch, prefix: str) -> None:
     """Refuse to start without the ledger index `setup` makes: written by a first entry,
     OpenSearch would map it by guess and the audit could not sum it."""
     index = ledger_index(prefix)
-    try:
-        found = await client.indices.exists(index=index)
-    except TransportError as exc:
-        refused = refusal(exc)
-        if refused is not None:
-            raise AccessRefused(refused) from exc
-        log.warning(
-            "ledger index not checked: OpenSearch did not answer", extra={"error": str(exc)}
-        )
-        return
-    if not found:
-        raise ConfigError(
-            f"OpenSearch has no ledger index {index!r}: run `falco-ingest setup` first, or set "
-            "INGEST_CONSUMER__LEDGER=false (the audit then cannot reconcile the days)"
-        )
+    await require(
+        client.indices.exists(index=index),
+        "ledger index",
+        f"OpenSearch has no ledger index {index!r}: run `falco-ingest setup` first, or set "
+        "INGEST_CONSUMER__LEDGER=false (the audit then cannot reconcile the days)",
+    )
 
 
 def index_body(replicas: int, reconciled_from: dt.date | None = None) -> dict[str, Any]:
