@@ -23,6 +23,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import logging
+from bisect import bisect_right
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -153,6 +154,20 @@ class Entry:
         }
 
 
+def _merged(spans: list[tuple[int, int]]) -> tuple[list[int], list[int]]:
+    """Offset ranges as disjoint sorted ones (starts, ends): a batch read again covers
+    offsets a lookup then finds by bisection, not by a pass over every range."""
+    starts: list[int] = []
+    ends: list[int] = []
+    for a, b in sorted(spans):
+        if ends and a <= ends[-1] + 1:
+            ends[-1] = max(ends[-1], b)
+        else:
+            starts.append(a)
+            ends.append(b)
+    return starts, ends
+
+
 class Ledger:
     def __init__(
         self,
@@ -211,12 +226,14 @@ class Ledger:
         for hit in resp["hits"]["hits"]:
             for r in hit["_source"]["ranges"]:
                 spans.setdefault(r["partition"], []).append((r["first"], r["last"]))
-        return {
-            (p, o)
-            for p, offsets in by_partition.items()
-            for o in offsets
-            if any(a <= o <= b for a, b in spans.get(p, ()))
-        }
+        out = set()
+        for p, offsets in by_partition.items():
+            starts, ends = _merged(spans.get(p, []))
+            for o in offsets:
+                i = bisect_right(starts, o) - 1
+                if i >= 0 and o <= ends[i]:
+                    out.add((p, o))
+        return out
 
     async def _refreshed_search(self, body: dict[str, Any]) -> dict[str, Any]:
         await self.client.indices.refresh(index=self.index)

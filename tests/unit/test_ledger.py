@@ -123,3 +123,33 @@ async def test_dead_letters_count_per_day_and_reason_unless_counted_before():
         (today, "not_an_object"): 1,
         (refused.day, "opensearch_mapper_parsing_exception"): 1,  # the alert's own day
     }
+
+
+class _Indices:
+    async def refresh(self, index):
+        return {}
+
+
+class FakeClient:
+    """A node holding ledger entries of the given ranges (partition, first, last)."""
+
+    def __init__(self, ranges) -> None:
+        self.indices = _Indices()
+        self.hits = [
+            {"_source": {"ranges": [{"partition": p, "first": a, "last": b} for p, a, b in r]}}
+            for r in ranges
+        ]
+
+    async def search(self, index, body):
+        return {"hits": {"hits": self.hits}}
+
+
+async def test_covered_positions_are_those_inside_some_entrys_ranges():
+    from ingest.sink.ledger import Ledger
+
+    client = FakeClient([[(0, 10, 19), (1, 0, 100)], [(0, 15, 30)], [(0, 40, 49)]])
+    ledger = Ledger(client, "falco", "c")  # type: ignore[arg-type]
+    asked = {(0, 9), (0, 10), (0, 25), (0, 30), (0, 31), (0, 40), (0, 50), (1, 5), (2, 5)}
+    got = await ledger.covered(TOPIC, asked)
+    assert got == {(0, 10), (0, 25), (0, 30), (0, 40), (1, 5)}
+    assert await ledger.covered(TOPIC, []) == set()
