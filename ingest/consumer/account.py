@@ -26,10 +26,10 @@ async def account(
     ranges = {tp.partition: (batch.firsts[tp], end - 1) for tp, end in batch.ends.items()}
     entry = Entry(topic, ranges)
     stored = Counter(doc.day for doc in batch.docs)
-    where = {id(doc): i for i, doc in enumerate(batch.docs)} if outcome else {}
     rejected_day: dict[tuple[int, int], str] = {}
     duplicates: list[tuple[str, str, tuple[str, int, int]]] = []
-    if outcome is not None:
+    if outcome is not None and (outcome.rejected or outcome.duplicate_docs):
+        where = {id(doc): i for i, doc in enumerate(batch.docs)}
         for doc, _, _ in outcome.rejected:
             stored[doc.day] -= 1
             i = where[id(doc)]

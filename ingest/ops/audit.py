@@ -4,6 +4,7 @@ every violation named. Read-only; the exit code says whether anything is wrong."
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import datetime as dt
 import hashlib
@@ -600,6 +601,6 @@ async def run_audit(
         report = await build_report(client, settings, today, verify_days)
     print(render(report, fmt), end="")
     if save:
-        for where in save_report(report, save, settings):
+        for where in await asyncio.to_thread(save_report, report, save, settings):
             log.info("report saved", extra={"to": where})
     return VIOLATION_EXIT if report.violations else 0
