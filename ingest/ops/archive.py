@@ -21,6 +21,7 @@ from typing import Any
 
 import orjson
 from opensearchpy import AsyncOpenSearch
+from opensearchpy.exceptions import TransportError
 
 from ingest.config import OpsSettings
 from ingest.sink.client import make_client
@@ -227,7 +228,18 @@ async def prune_ledger(
             orjson.dumps({"delete": {"_index": index, "_id": h["_id"]}}).decode() + "\n"
             for h in hits
         )
-        await client.bulk(body=lines, refresh="true")
+        resp = await client.bulk(body=lines, refresh="true")
+        # An entry the node would not delete would be found again, page after page: stop
+        # with its answer (as a refused snapshot deletion stops `prune`). 404: gone already.
+        failed = [
+            item["delete"]
+            for item in resp.get("items", [])
+            if item["delete"].get("status", 200) >= 300 and item["delete"].get("status") != 404
+        ]
+        if failed:
+            raise TransportError(
+                failed[0].get("status", 500), "ledger entry not deleted", failed[0]
+            )
         gone += len(hits)
     if gone:
         log.warning(
