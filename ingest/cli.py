@@ -112,7 +112,7 @@ def _audit(args: argparse.Namespace) -> int:
     if args.audit_command == "verify":
         from ingest.ops.audit import verify
 
-        ok, said = verify(Path(args.report).read_text())
+        ok, said = verify(Path(args.report).read_bytes())
         print(f"{args.report}: {said}")
         return 0 if ok else 1
     settings = load(OpsSettings, args.config)

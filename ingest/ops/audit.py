@@ -576,12 +576,13 @@ def render(report: Report, fmt: str) -> str:
     return report.to_markdown()
 
 
-def verify(text: str) -> tuple[bool, str]:
-    """Whether a report's JSON is as it was made: its ``sha256`` against its body's."""
+def verify(text: bytes | str) -> tuple[bool, str]:
+    """Whether a report's JSON is as it was made: its ``sha256`` against its body's. Any
+    other file (not JSON, not UTF-8, no ``sha256``) is not a report."""
     try:
         data = orjson.loads(text)
         claimed = data.pop("sha256")
-    except (orjson.JSONDecodeError, KeyError, AttributeError):
+    except (orjson.JSONDecodeError, KeyError, AttributeError, TypeError):
         return False, "not a report's JSON (no sha256)"
     actual = hashlib.sha256(orjson.dumps(data, option=orjson.OPT_SORT_KEYS)).hexdigest()
     if actual != claimed:

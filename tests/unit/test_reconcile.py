@@ -101,6 +101,8 @@ def test_the_report_ends_with_the_sha256_of_its_body_and_a_changed_copy_fails():
     ok, said = verify(tampered)
     assert not ok and "changed since it was made" in said
     assert verify("{}")[0] is False
+    for other in (b"\xff\xfe not utf-8", b"[1, 2]", b"42", b'{"sha256": 1}', b""):
+        assert verify(other)[0] is False, other
 
 
 def test_the_csv_has_a_row_a_day_and_the_markdown_the_same_digest():
